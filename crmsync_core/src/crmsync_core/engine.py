@@ -1,0 +1,356 @@
+"""The engine: drains a CRM's queue through its adapter. It knows neither SQL nor HTTP.
+
+One run (:meth:`Engine.run_once`) hands claims back that a dead worker held, then keeps up to
+``{CRM}_SYNC_CONCURRENCY`` batches in flight: each claims up to a batch of due contacts from the
+:class:`~crmsync_core.store.Store`, pushes them through the adapter (whose requests share one rate
+limiter), turns every outcome into an event of the status machine with the retry policy, and records
+the batch in bulk. A :class:`~crmsync_core.errors.FatalError` stops the run at once and hands every
+claimed contact back untouched; so does a stop request, after the batches in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from .adapter import Adapter, AdapterContext, AdapterSpec, collect_outcomes
+from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
+from .errors import ConfigurationError, FatalError, RateLimitExhaustedError
+from .plugins import Registry, default_registry
+from .ratelimit import RateLimiter, TokenBucket
+from .retry import RequestRetry, RetryPolicy
+from .settings import SyncSettings
+from .status import Event
+from .store import Claim, Resolution, Store
+
+logger = logging.getLogger("crmsync.engine")
+
+#: longest error text kept in the processing-error column
+MAX_ERROR_LENGTH = 1_000
+_SAMPLE_ERRORS = 5
+
+
+@dataclass
+class RunReport:
+    """What one run of one CRM did."""
+
+    crm: str
+    started_at: datetime
+    duration_seconds: float = 0.0
+    claimed: int = 0
+    synced: int = 0
+    skipped: int = 0
+    #: transient failures queued again for a later attempt
+    retrying: int = 0
+    #: now ``Error``: permanent failures and transient ones out of attempts
+    failed: int = 0
+    #: handed back to the queue untouched (fatal error or stop request)
+    released: int = 0
+    #: claims of dead workers taken back at the start of the run
+    recovered: int = 0
+    #: results not written because this worker's claim had expired and been taken back
+    stale: int = 0
+    #: the fatal error that stopped the run, with what to fix
+    stopped: str | None = None
+    #: seconds until the CRM's budget resets, when the run stopped on an exhausted rate limit
+    resume_after: float | None = None
+    #: time requests waited for the rate limit
+    rate_limited_seconds: float = 0.0
+    #: errors by kind: transient, permanent, skipped, fatal
+    errors_by_kind: Counter[str] = field(default_factory=Counter)
+    #: a few distinct error reasons, by kind
+    sample_errors: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def processed(self) -> int:
+        return self.synced + self.skipped + self.retrying + self.failed
+
+    def _sample(self, kind: str, reason: str) -> None:
+        self.errors_by_kind[kind] += 1
+        samples = self.sample_errors.setdefault(kind, [])
+        if len(samples) < _SAMPLE_ERRORS and reason not in samples:
+            samples.append(reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "crm": self.crm,
+            "started_at": self.started_at.isoformat(),
+            "duration_seconds": round(self.duration_seconds, 3),
+            "claimed": self.claimed,
+            "synced": self.synced,
+            "skipped": self.skipped,
+            "retrying": self.retrying,
+            "failed": self.failed,
+            "released": self.released,
+            "recovered": self.recovered,
+            "stale": self.stale,
+            "stopped": self.stopped,
+            "resume_after": self.resume_after,
+            "rate_limited_seconds": round(self.rate_limited_seconds, 3),
+            "errors_by_kind": dict(self.errors_by_kind),
+            "sample_errors": self.sample_errors,
+        }
+
+
+@dataclass
+class _Run:
+    crm: str
+    spec: AdapterSpec[Any]
+    settings: SyncSettings
+    policy: RetryPolicy
+    adapter: Adapter
+    batch_size: int
+    report: RunReport
+    remaining: int | None
+    stop: asyncio.Event | None
+    progress: Callable[[RunReport], None] | None
+    fatal: FatalError | None = None
+
+
+class Engine:
+    """Syncs queued contacts of a :class:`Store` into CRMs.
+
+    ``registry`` finds adapters (default: the installed ones). ``settings`` gives settings per CRM in
+    code (default: each adapter's settings model read from the environment). ``transports`` routes a
+    CRM's HTTP through a given ``httpx.AsyncBaseTransport`` (sandboxes, tests). ``clock`` returns the
+    current aware UTC time (tests move it forward to make retries due).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        registry: Registry | None = None,
+        settings: Mapping[str, SyncSettings] | None = None,
+        transports: Mapping[str, Any] | None = None,
+        request_retry: RequestRetry | None = None,
+        rate_limiters: Mapping[str, RateLimiter] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry or default_registry()
+        self._settings = dict(settings or {})
+        self._transports = dict(transports or {})
+        self._request_retry = request_retry or RequestRetry()
+        self._limiters: dict[str, RateLimiter] = dict(rate_limiters or {})
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._rng = rng or random.Random()
+
+    def settings_for(self, crm: str) -> SyncSettings:
+        """The CRM's settings: given in code, else read from the environment."""
+        if crm not in self._settings:
+            spec = self.registry.get(crm)
+            try:
+                self._settings[crm] = spec.settings_model()
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                    for e in exc.errors(include_input=False, include_url=False)
+                )
+                prefix = spec.settings_model.model_config.get("env_prefix", "")
+                raise ConfigurationError(
+                    f"{crm} settings ({prefix}*) are invalid: {problems}"
+                ) from None
+        return self._settings[crm]
+
+    async def run_once(
+        self,
+        crm: str,
+        *,
+        limit: int | None = None,
+        stop: asyncio.Event | None = None,
+        progress: Callable[[RunReport], None] | None = None,
+    ) -> RunReport:
+        """Sync what is due for ``crm`` now (at most ``limit`` contacts) and report what happened.
+
+        Raises :class:`~crmsync_core.errors.AdapterNotInstalledError` for an unknown CRM and
+        :class:`~crmsync_core.errors.ConfigurationError` when the table has no columns for it. A
+        missing or refused credential does not raise: the report's ``stopped`` says what to fix and the
+        contacts stay queued.
+        """
+        spec = self.registry.get(crm)
+        self.store.layout.columns_for(crm)
+        started = time.perf_counter()
+        report = RunReport(crm=crm, started_at=self._clock())
+        try:
+            settings = self.settings_for(crm)
+            limiter = self._limiters.get(crm)
+            if limiter is None:
+                limiter = self._limiters[crm] = TokenBucket(settings.rate_limit(spec.rate_limit))
+            waited_before = limiter.waited_seconds
+            context = AdapterContext(
+                rate_limiter=limiter,
+                request_retry=self._request_retry,
+                transport=self._transports.get(crm),
+                logger=logging.getLogger(f"crmsync.{crm}"),
+            )
+            adapter = spec.factory(settings, context)
+        except (ConfigurationError, FatalError) as exc:
+            return self._stopped(report, exc, started)
+
+        run = _Run(
+            crm=crm,
+            spec=spec,
+            settings=settings,
+            policy=settings.retry_policy(),
+            adapter=adapter,
+            batch_size=min(
+                settings.sync_scheduler_batch_size or spec.max_batch_size, spec.max_batch_size
+            ),
+            report=report,
+            remaining=limit,
+            stop=stop,
+            progress=progress,
+        )
+        try:
+            report.recovered = await self.store.release_expired(
+                crm,
+                now=self._clock(),
+                older_than=timedelta(minutes=settings.sync_claim_timeout_minutes),
+            )
+            if report.recovered:
+                logger.warning(
+                    "%s: took back %d contacts from a worker that died", crm, report.recovered
+                )
+            lanes = [asyncio.create_task(self._lane(run)) for _ in range(settings.sync_concurrency)]
+            try:
+                await asyncio.gather(*lanes)
+            except BaseException:
+                for lane in lanes:
+                    lane.cancel()
+                await asyncio.gather(*lanes, return_exceptions=True)
+                raise
+        finally:
+            await adapter.aclose()
+            report.rate_limited_seconds = limiter.waited_seconds - waited_before
+            report.duration_seconds = time.perf_counter() - started
+        if run.fatal is not None:
+            self._stopped(report, run.fatal, started)
+        else:
+            self._notify("run_finished", crm=crm, report=report)
+        return report
+
+    def _stopped(self, report: RunReport, exc: Exception, started: float) -> RunReport:
+        report.stopped = str(exc)
+        report.errors_by_kind["fatal"] += 1
+        if isinstance(exc, RateLimitExhaustedError):
+            report.resume_after = exc.resume_after
+        report.duration_seconds = time.perf_counter() - started
+        logger.error("%s: run stopped: %s", report.crm, report.stopped)
+        self._notify("run_finished", crm=report.crm, report=report)
+        return report
+
+    async def _lane(self, run: _Run) -> None:
+        """One batch in flight at a time; several lanes run side by side."""
+        while run.fatal is None and not (run.stop is not None and run.stop.is_set()):
+            size = run.batch_size if run.remaining is None else min(run.batch_size, run.remaining)
+            if size <= 0:
+                return
+            if run.remaining is not None:
+                run.remaining -= size
+            claim = await self.store.claim(run.crm, size, now=self._clock())
+            if run.remaining is not None:
+                run.remaining += size - len(claim.contacts)
+            if not claim.contacts:
+                return
+            run.report.claimed += len(claim.contacts)
+            await self._process(run, claim)
+            if run.progress is not None:
+                run.progress(run.report)
+
+    async def _process(self, run: _Run, claim: Claim) -> None:
+        try:
+            outcomes = await collect_outcomes(run.adapter, claim.contacts, crm=run.crm)
+        except FatalError as exc:
+            run.fatal = run.fatal or exc
+            run.report.released += await asyncio.shield(self.store.release(claim))
+            return
+        except BaseException:
+            # Cancelled mid-push (shutdown): nothing was decided, so the claim goes back untouched.
+            run.report.released += await asyncio.shield(self.store.release(claim))
+            raise
+        now = self._clock()
+        contacts = {contact.id: contact for contact in claim.contacts}
+        resolutions = [self._resolve(run, contacts[o.contact_id], o, now) for o in outcomes]
+        result = await asyncio.shield(self.store.record(claim, resolutions, now=now))
+        run.report.stale += result.stale
+        self._after_record(run, contacts, resolutions)
+
+    def _resolve(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
+        report = run.report
+        if isinstance(outcome, Synced):
+            report.synced += 1
+            return Resolution(contact.id, Event.SUCCEED, remote_id=outcome.remote_id)
+        if isinstance(outcome, Skipped):
+            report.skipped += 1
+            report._sample("skipped", outcome.reason)
+            return Resolution(contact.id, Event.SKIP_BY_ADAPTER, error=_clip(outcome.reason))
+        attempts = contact.attempts + 1
+        if isinstance(outcome, PermanentFailure):
+            report.failed += 1
+            report._sample("permanent", outcome.reason)
+            return Resolution(
+                contact.id, Event.FAIL, error=_clip(outcome.reason), attempts=attempts
+            )
+        assert isinstance(outcome, TransientFailure)
+        report._sample("transient", outcome.reason)
+        delay = run.policy.delay_after(attempts, retry_after=outcome.retry_after, rng=self._rng)
+        if delay is None:
+            report.failed += 1
+            reason = f"{outcome.reason} (gave up after {attempts} attempts)"
+            return Resolution(contact.id, Event.FAIL, error=_clip(reason), attempts=attempts)
+        report.retrying += 1
+        return Resolution(
+            contact.id,
+            Event.RETRY,
+            error=_clip(outcome.reason),
+            attempts=attempts,
+            next_attempt_at=now + delay,
+        )
+
+    def _after_record(
+        self, run: _Run, contacts: Mapping[Any, Contact], resolutions: Sequence[Resolution]
+    ) -> None:
+        hook = self.registry.hook
+        wants_synced = bool(hook.contact_synced.get_hookimpls())
+        wants_failed = bool(hook.contact_failed.get_hookimpls())
+        if not (wants_synced or wants_failed):
+            return
+        email = run.settings.sync_failure_notification_email
+        for r in resolutions:
+            if r.event is Event.SUCCEED and wants_synced:
+                self._notify(
+                    "contact_synced",
+                    crm=run.crm,
+                    contact=contacts[r.contact_id],
+                    remote_id=r.remote_id,
+                )
+            elif r.event is Event.FAIL and wants_failed:
+                self._notify(
+                    "contact_failed",
+                    crm=run.crm,
+                    contact=contacts[r.contact_id],
+                    reason=r.error or "",
+                    notification_email=email,
+                )
+
+    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.registry.hook, hook_name)(**kwargs)
+        except Exception:
+            # A broken notifier must not stop the sync or lose its results.
+            logger.exception("a %s hook failed", hook_name)
+
+
+def _clip(reason: str) -> str:
+    return reason if len(reason) <= MAX_ERROR_LENGTH else reason[: MAX_ERROR_LENGTH - 1] + "…"

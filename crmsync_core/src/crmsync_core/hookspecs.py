@@ -1,0 +1,51 @@
+"""The whole contract between crmsync and its plugins (adapters and host applications).
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` and the names below. Adapter
+packages expose theirs through the ``crmsync`` entry point group; a host registers its own with
+:func:`crmsync_core.plugins.register_plugin`. Lifecycle hooks run in the worker's event loop: keep them
+quick, and start a task for slow work such as sending an e-mail. An exception in a lifecycle hook is
+logged and does not stop the sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .adapter import AdapterSpec
+    from .contacts import Contact
+    from .engine import RunReport
+
+hookspec = pluggy.HookspecMarker("crmsync")
+hookimpl = pluggy.HookimplMarker("crmsync")
+
+
+@hookspec
+def register_adapters(register: Callable[[AdapterSpec[Any]], None]) -> None:
+    """Call ``register(spec)`` for each CRM adapter this plugin provides."""
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``crmsync`` command line (``cli`` is its ``click.Group``)."""
+
+
+@hookspec
+def contact_synced(crm: str, contact: Contact, remote_id: str | None) -> None:
+    """``contact`` reached ``crm``; ``remote_id`` is the CRM's id for it, when known."""
+
+
+@hookspec
+def contact_failed(crm: str, contact: Contact, reason: str, notification_email: str | None) -> None:
+    """``contact`` failed for good in ``crm`` (it is now ``Error``): the failure notification.
+
+    ``notification_email`` is the CRM's ``{CRM}_SYNC_FAILURE_NOTIFICATION_EMAIL`` setting.
+    """
+
+
+@hookspec
+def run_finished(crm: str, report: RunReport) -> None:
+    """A run of ``crm`` ended (also when it stopped on a fatal error); ``report`` says what happened."""

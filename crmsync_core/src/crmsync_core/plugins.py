@@ -1,0 +1,223 @@
+"""Finding adapters and host plugins: the ``crmsync`` entry point group, read through pluggy.
+
+Installing ``crmsync-brevo`` is all it takes for ``brevo`` to appear. An adapter package that fails to
+import, or whose spec is invalid, is reported by :meth:`Registry.failures` and ``crmsync adapters``; the
+others still work. ``CRMSYNC_ADAPTERS`` limits which entry points are loaded: a comma-separated list of
+names, and an empty value loads none (the way out when a plugin breaks the host). ``CRMSYNC_TRACE_HOOKS=1``
+prints every hook call to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .adapter import AdapterSpec
+from .errors import AdapterNotInstalledError
+
+ENTRY_POINT_GROUP = "crmsync"
+ALLOW_LIST_VARIABLE = "CRMSYNC_ADAPTERS"
+TRACE_VARIABLE = "CRMSYNC_TRACE_HOOKS"
+
+logger = logging.getLogger("crmsync.plugins")
+
+
+@dataclass(frozen=True, slots=True)
+class PluginFailure:
+    """A plugin that could not be loaded or registered something invalid."""
+
+    plugin: str
+    distribution: str | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """One loaded plugin, for ``crmsync adapters``."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+
+
+class Registry:
+    """The plugin manager and the adapters its plugins registered.
+
+    ``Registry()`` loads the installed entry points on first use; ``Registry(load_entry_points=False)``
+    starts empty, for tests and hosts that register plugins themselves.
+    """
+
+    def __init__(self, *, load_entry_points: bool = True, plugins: Iterable[object] = ()) -> None:
+        self.pm = pluggy.PluginManager("crmsync")
+        self.pm.add_hookspecs(hookspecs)
+        if os.environ.get(TRACE_VARIABLE):
+            self.pm.trace.root.setwriter(
+                lambda message: sys.stderr.write(f"crmsync hook: {message}")
+            )
+            self.pm.enable_tracing()
+        self._load_entry_points = load_entry_points
+        self._entry_points_loaded = False
+        self._distributions: dict[str, tuple[str | None, str | None]] = {}
+        self._failures: list[PluginFailure] = []
+        self._adapters: dict[str, AdapterSpec[Any]] | None = None
+        self._owners: dict[str, str] = {}
+        for plugin in plugins:
+            self.register(plugin)
+
+    @property
+    def hook(self) -> Any:
+        self._ensure_entry_points()
+        return self.pm.hook
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Add a plugin (a module or object with ``@hookimpl`` functions)."""
+        self.pm.register(plugin, name=name)
+        self._adapters = None
+
+    def unregister(self, plugin: object) -> None:
+        self.pm.unregister(plugin)
+        self._adapters = None
+
+    def failures(self) -> list[PluginFailure]:
+        """Plugins that failed to import, or registered an invalid or duplicate adapter."""
+        self.adapters()
+        return list(self._failures)
+
+    def adapters(self) -> dict[str, AdapterSpec[Any]]:
+        """Every valid adapter, by CRM name."""
+        self._ensure_entry_points()
+        if self._adapters is None:
+            self._adapters = self._collect_adapters()
+        return dict(self._adapters)
+
+    def get(self, crm: str) -> AdapterSpec[Any]:
+        """The adapter for ``crm``, or an error that names the package to install."""
+        adapters = self.adapters()
+        if crm in adapters:
+            return adapters[crm]
+        installed = ", ".join(sorted(adapters)) or "none"
+        failed = [f for f in self._failures if f.plugin == crm]
+        if failed:
+            raise AdapterNotInstalledError(
+                f"the adapter for {crm!r} is installed but failed to load: {failed[0].error}"
+            )
+        hint = (
+            f"pip install crmsync-{crm.replace('_', '-')}"
+            if _plausible_name(crm)
+            else "check the name"
+        )
+        raise AdapterNotInstalledError(
+            f"no adapter for CRM {crm!r} is installed ({hint}); installed adapters: {installed}"
+        )
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every loaded plugin with its distribution, version and the hooks it implements."""
+        self._ensure_entry_points()
+        infos = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            hooks = tuple(sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or ()))
+            distribution, version = self._distributions.get(name, (None, None))
+            infos.append(PluginInfo(name, distribution, version, hooks))
+        return sorted(infos, key=lambda info: info.name)
+
+    def _ensure_entry_points(self) -> None:
+        if self._entry_points_loaded or not self._load_entry_points:
+            return
+        self._entry_points_loaded = True
+        allowed = _allow_list()
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if allowed is not None and entry_point.name not in allowed:
+                continue
+            dist = entry_point.dist
+            distribution = dist.metadata["Name"] if dist is not None else None
+            version = dist.version if dist is not None else None
+            try:
+                plugin = entry_point.load()
+                self.pm.register(plugin, name=entry_point.name)
+            except Exception as exc:  # a broken plugin must not break the others
+                self._fail(entry_point.name, distribution, f"{type(exc).__name__}: {exc}")
+                continue
+            self._distributions[entry_point.name] = (distribution, version)
+        self._adapters = None
+
+    def _collect_adapters(self) -> dict[str, AdapterSpec[Any]]:
+        self._failures = [f for f in self._failures if not f.error.startswith("register_adapters")]
+        collected: dict[str, AdapterSpec[Any]] = {}
+        for impl in reversed(self.pm.hook.register_adapters.get_hookimpls()):
+            plugin_name = impl.plugin_name
+            distribution = self._distributions.get(plugin_name, (None, None))[0]
+            offered: list[object] = []
+            try:
+                impl.function(register=offered.append)
+            except Exception as exc:
+                self._fail(
+                    plugin_name,
+                    distribution,
+                    f"register_adapters raised {type(exc).__name__}: {exc}",
+                )
+                continue
+            for spec in offered:
+                if not isinstance(spec, AdapterSpec):
+                    self._fail(
+                        plugin_name,
+                        distribution,
+                        f"register_adapters: expected an AdapterSpec, got {type(spec).__name__}",
+                    )
+                elif spec.name in collected:
+                    self._fail(
+                        plugin_name,
+                        distribution,
+                        f"register_adapters: adapter name {spec.name!r} is already registered",
+                    )
+                else:
+                    collected[spec.name] = spec
+                    self._owners[spec.name] = plugin_name
+        return collected
+
+    def _fail(self, plugin: str, distribution: str | None, error: str) -> None:
+        logger.error("crmsync plugin %r (%s) failed: %s", plugin, distribution or "?", error)
+        self._failures.append(PluginFailure(plugin, distribution, error))
+
+    def distribution_of(self, crm: str) -> tuple[str | None, str | None]:
+        """(distribution, version) of the plugin that registered ``crm``, when it came from one."""
+        self.adapters()
+        return self._distributions.get(self._owners.get(crm, ""), (None, None))
+
+
+def _allow_list() -> set[str] | None:
+    value = os.environ.get(ALLOW_LIST_VARIABLE)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _plausible_name(crm: str) -> bool:
+    return crm.replace("_", "").replace("-", "").isalnum() and crm[:1].isalpha()
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry of installed plugins, loaded on first use."""
+    global _default
+    if _default is None:
+        _default = Registry()
+    return _default
+
+
+def register_plugin(plugin: object, name: str | None = None) -> None:
+    """Add a host plugin (e.g. a ``contact_failed`` implementation that sends e-mail) to the default
+    registry."""
+    default_registry().register(plugin, name=name)

@@ -1,0 +1,974 @@
+"""The database: every SQL statement crmsync runs is built in this module.
+
+:class:`Store` works on the host's own contacts table through SQLAlchemy Core (async): PostgreSQL through
+psycopg 3 by default or a host-supplied engine (asyncpg in ScraperSky), SQLite through aiosqlite. Every
+state change is derived from :data:`crmsync_core.status.TRANSITIONS`: the table's ``from`` states become
+the ``WHERE`` and its ``to`` states the ``SET`` of one set-based statement, so rows in any other state are
+left alone and no code path can make a change the table lacks.
+
+Queue operations take an optional ``connection``: given one, they run inside the caller's transaction
+(and do not commit), so a host can queue contacts atomically with its own writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .contacts import Contact, ContactId
+from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError, StoreError
+from .filters import ContactFilter
+from .layout import CONTACT_FIELDS, CrmColumns, Layout
+from .status import ALREADY_QUEUED, SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
+
+#: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
+ID_CHUNK = 2_000
+_STATUS_LENGTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class QueueResult:
+    """What a queue operation did."""
+
+    queued: int = 0
+    already_queued: int = 0
+    #: refused at queue time (no e-mail address): now ``Skipped`` with the reason
+    skipped: int = 0
+    #: ids that match no contact
+    not_found: int = 0
+
+    def __add__(self, other: QueueResult) -> QueueResult:
+        return QueueResult(
+            self.queued + other.queued,
+            self.already_queued + other.already_queued,
+            self.skipped + other.skipped,
+            self.not_found + other.not_found,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSummary:
+    """How one CRM's contacts stand."""
+
+    crm: str
+    counts: Mapping[SyncStatus, int]
+    total: int
+    #: queued and due now
+    due: int
+    #: queued again after a transient failure
+    retrying: int
+    #: seconds since the longest-waiting due contact became due (``None`` when nothing is due)
+    oldest_due_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactState:
+    """One contact's state for one CRM."""
+
+    sync_status: SyncStatus
+    processing_status: ProcessingStatus | None
+    error: str | None
+    remote_id: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Contacts taken from the queue by one worker; ``claimed_at`` identifies the claim."""
+
+    crm: str
+    contacts: list[Contact]
+    claimed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What happens to one claimed contact: an event of the status machine with its data."""
+
+    contact_id: ContactId
+    event: Event
+    remote_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    written: int
+    #: results refused because the claim was no longer this worker's (it expired and was taken back)
+    stale: int
+
+
+@dataclass
+class _Crm:
+    """A CRM's columns bound to the table."""
+
+    names: CrmColumns
+    sync: sa.Column[Any]
+    processing: sa.Column[Any]
+    error: sa.Column[Any]
+    remote_id: sa.Column[Any]
+    attempts: sa.Column[Any]
+    next_attempt_at: sa.Column[Any]
+    last_attempt_at: sa.Column[Any] | None
+    claimed_at: sa.Column[Any]
+    failed_crm: sa.Column[Any] | None
+    statements: dict[str, Any] = field(default_factory=dict)
+
+
+def database_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url``: ``postgresql://`` uses psycopg 3, ``sqlite://`` uses aiosqlite.
+
+    psycopg is configured never to prepare statements on the server, so that it works behind
+    transaction poolers (Supavisor, PgBouncer in transaction mode).
+    """
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername == "postgresql+psycopg":
+        return create_async_engine(parsed, connect_args={"prepare_threshold": None}, pool_size=10)
+    if parsed.drivername.startswith("sqlite"):
+        engine = create_async_engine(parsed, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            # WAL lets `crmsync status` read while a worker writes.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_async_engine(parsed)
+
+
+def default_table(layout: Layout, metadata: sa.MetaData | None = None) -> sa.Table:
+    """The SQLAlchemy table of a default (crmsync-managed) layout."""
+    metadata = metadata or sa.MetaData()
+    columns: list[Any] = [
+        sa.Column(layout.id_column, sa.Uuid, primary_key=True, default=uuid.uuid4),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column("email", sa.String(320)),
+        sa.Column("name", sa.String(500)),
+        sa.Column("phone_number", sa.String(64)),
+        sa.Column("email_type", sa.String(16)),
+        sa.Column("has_gmail", sa.Boolean, server_default=sa.false()),
+        sa.Column("source_url", sa.Text),
+        sa.Column("domain_id", sa.Uuid),
+        sa.Column("page_id", sa.Uuid),
+        sa.Column("context", sa.Text),
+    ]
+    sync_values = ", ".join(f"'{s.value}'" for s in SyncStatus)
+    processing_values = ", ".join(f"'{p.value}'" for p in ProcessingStatus)
+    for names in layout.crms.values():
+        columns += _crm_columns(names)
+        columns += [
+            sa.CheckConstraint(
+                f"{names.sync_status} IN ({sync_values})",
+                name=f"ck_{layout.table}_{names.crm}_sync",
+            ),
+            sa.CheckConstraint(
+                f"{names.processing_status} IN ({processing_values})",
+                name=f"ck_{layout.table}_{names.crm}_processing",
+            ),
+        ]
+    table = sa.Table(layout.table, metadata, *columns, schema=layout.schema)
+    for names in layout.crms.values():
+        _crm_indexes(table, names)
+    sa.Index(f"ix_{layout.table}_email", table.c.email)
+    return table
+
+
+def _crm_columns(names: CrmColumns) -> list[sa.Column[Any]]:
+    return [
+        sa.Column(
+            names.sync_status, sa.String(_STATUS_LENGTH), nullable=False, server_default="New"
+        ),
+        sa.Column(names.processing_status, sa.String(_STATUS_LENGTH)),
+        sa.Column(names.error, sa.Text),
+        sa.Column(names.remote_id, sa.String(255)),
+        *_retry_columns(names),
+    ]
+
+
+def _retry_columns(names: CrmColumns) -> list[sa.Column[Any]]:
+    columns: list[sa.Column[Any]] = [
+        sa.Column(names.attempts, sa.Integer, nullable=False, server_default="0"),
+        sa.Column(names.next_attempt_at, sa.DateTime(timezone=True)),
+        sa.Column(names.claimed_at, sa.DateTime(timezone=True)),
+    ]
+    if names.last_attempt_at:
+        columns.append(sa.Column(names.last_attempt_at, sa.DateTime(timezone=True)))
+    return columns
+
+
+def _crm_indexes(table: sa.Table, names: CrmColumns) -> None:
+    # The claim query reads due contacts in next-attempt order; only queued and processing rows are
+    # indexed, so the index stays small however many contacts are complete.
+    sa.Index(
+        f"ix_{table.name}_{names.crm}_due",
+        table.c[names.processing_status],
+        table.c[names.next_attempt_at],
+        postgresql_where=table.c[names.processing_status].is_not(None),
+        sqlite_where=table.c[names.processing_status].is_not(None),
+    )
+    sa.Index(f"ix_{table.name}_{names.sync_status}", table.c[names.sync_status])
+
+
+def schema_sql(layout: Layout, dialect: str = "postgresql") -> str:
+    """The DDL of a default layout, for users who apply schema changes by hand."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    target = postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()  # type: ignore[no-untyped-call]
+    table = default_table(layout)
+    statements = [str(sa.schema.CreateTable(table).compile(dialect=target)).strip() + ";"]
+    statements += [
+        str(sa.schema.CreateIndex(index).compile(dialect=target)).strip() + ";"
+        for index in sorted(table.indexes, key=lambda i: str(i.name))
+    ]
+    return "\n\n".join(statements) + "\n"
+
+
+def scrapersky_migration_sql(table: str = "contacts") -> str:
+    """Additive SQL that gives ScraperSky's table per-CRM retry state (``Layout.scrapersky(per_crm_retry=True)``).
+
+    It only adds columns and indexes; no existing column, type or value changes. The shared
+    ``retry_count``/``next_retry_at``/``last_failed_crm`` columns stay as they are for other code.
+    """
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    lines = ["BEGIN;"]
+    for names in Layout.scrapersky(per_crm_retry=True, table=table).crms.values():
+        for column in _retry_columns(names):
+            ddl = sa.schema.CreateColumn(column).compile(dialect=dialect)
+            lines.append(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {str(ddl).strip()};")
+        lines.append(
+            f"CREATE INDEX IF NOT EXISTS ix_{table}_{names.crm}_due ON {table} "
+            f"({names.processing_status}, {names.next_attempt_at}) "
+            f"WHERE {names.processing_status} IS NOT NULL;"
+        )
+    lines.append("COMMIT;")
+    return "\n".join(lines) + "\n"
+
+
+class Store:
+    """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""
+
+    def __init__(
+        self, engine: AsyncEngine, layout: Layout, table: sa.Table, *, owns_engine: bool
+    ) -> None:
+        self.engine = engine
+        self.layout = layout
+        self.table = table
+        self._owns_engine = owns_engine
+        self._crms: dict[str, _Crm] = {}
+        self._id_type = _python_type(table.c[layout.id_column])
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls, database: str | AsyncEngine, layout: Layout | None = None, *, create: bool = False
+    ) -> Store:
+        """Open the store on a database URL or the host's own :class:`AsyncEngine`.
+
+        ``layout`` defaults to :meth:`Layout.default`. With ``create=True`` a default layout's table is
+        created, and columns for CRMs it lacks are added (additive only). A host table (any other
+        layout) is reflected, and must have every column the layout names.
+        """
+        layout = layout or Layout.default()
+        owns = isinstance(database, str)
+        engine = database_engine(database) if isinstance(database, str) else database
+        try:
+            async with engine.begin() as conn:
+                if layout.managed:
+                    table = default_table(layout)
+                    if create:
+                        await conn.run_sync(table.metadata.create_all)
+                        await conn.run_sync(_add_missing_columns, table)
+                    await conn.run_sync(_check_columns, table, layout)
+                else:
+                    table = await conn.run_sync(_reflect, layout)
+        except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            if owns:
+                await engine.dispose()
+            url = engine.url.render_as_string(hide_password=True)
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+            raise DatabaseUnavailableError(f"cannot reach the database {url}: {reason}") from None
+        except Exception:
+            if owns:
+                await engine.dispose()
+            raise
+        return cls(engine, layout, table, owns_engine=owns)
+
+    async def close(self) -> None:
+        """Dispose of the engine if the store created it (a host's engine is left open)."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def create_schema(self) -> None:
+        """Create the default layout's table and indexes (a no-op when they exist)."""
+        if not self.layout.managed:
+            raise ConfigurationError("create_schema only creates crmsync's default layout")
+        async with self.engine.begin() as conn:
+            await conn.run_sync(self.table.metadata.create_all)
+            await conn.run_sync(_add_missing_columns, self.table)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def _transaction(
+        self, connection: AsyncConnection | None
+    ) -> AsyncIterator[AsyncConnection]:
+        if connection is not None:
+            yield connection
+            return
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (OSError, sa_exc.InterfaceError) as exc:
+            raise DatabaseUnavailableError(f"lost the database: {exc}") from exc
+        except sa_exc.OperationalError as exc:
+            raise StoreError(
+                f"database error: {str(exc.orig or exc).splitlines()[0][:300]}"
+            ) from exc
+
+    # -- contacts ------------------------------------------------------------------------------------
+
+    async def add_contacts(
+        self, rows: Iterable[Mapping[str, Any]], *, connection: AsyncConnection | None = None
+    ) -> int:
+        """Insert contacts (dicts of :data:`~crmsync_core.layout.CONTACT_FIELDS` plus ``id``)."""
+        allowed = {self.layout.id_column, *self.layout.fields.values()}
+        now = (
+            self._at(self.table.c[self.layout.updated_at], _utcnow())
+            if self.layout.updated_at
+            else None
+        )
+        batch: list[dict[str, Any]] = []
+        count = 0
+        async with self._transaction(connection) as conn:
+            for row in rows:
+                unknown = set(row) - allowed
+                if unknown:
+                    raise InvalidRequestError(
+                        f"unknown contact columns: {', '.join(sorted(unknown))}"
+                    )
+                values = dict(row)
+                if now is not None and self.layout.managed:
+                    values.setdefault("created_at", now)
+                    values.setdefault("updated_at", now)
+                batch.append(values)
+                if len(batch) >= 5_000:
+                    await conn.execute(sa.insert(self.table), batch)
+                    count += len(batch)
+                    batch = []
+            if batch:
+                await conn.execute(sa.insert(self.table), batch)
+                count += len(batch)
+        return count
+
+    # -- queue operations ----------------------------------------------------------------------------
+
+    async def queue(
+        self,
+        crm: str,
+        ids: Iterable[ContactId | str],
+        *,
+        by_system: bool = False,
+        connection: AsyncConnection | None = None,
+        now: datetime | None = None,
+    ) -> QueueResult:
+        """Queue contacts by id for ``crm``. Contacts with no e-mail address are skipped with that reason;
+        contacts already queued or in flight are counted and left alone; unknown ids are counted. All or
+        nothing: it runs in one transaction (the caller's, when ``connection`` is given).
+
+        ``by_system`` puts contacts straight into ``Queued`` rather than the user's ``Selected``.
+        """
+        wanted = self._parse_ids(ids)
+        total = QueueResult()
+        async with self._transaction(connection) as conn:
+            for start in range(0, len(wanted), ID_CHUNK):
+                chunk = wanted[start : start + ID_CHUNK]
+                where = self._id_column.in_(chunk)
+                found, already = await self._count_found_and_queued(conn, crm, where)
+                part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
+                total = total + QueueResult(part.queued, already, part.skipped, len(chunk) - found)
+        return total
+
+    async def queue_where(
+        self,
+        crm: str,
+        contact_filter: ContactFilter,
+        *,
+        by_system: bool = False,
+        connection: AsyncConnection | None = None,
+        now: datetime | None = None,
+    ) -> QueueResult:
+        """Queue every contact that matches ``contact_filter``, in set-based statements: the matching rows
+        are never loaded into Python."""
+        where = self._filter_clause(crm, contact_filter)
+        async with self._transaction(connection) as conn:
+            _, already = await self._count_found_and_queued(conn, crm, where)
+            part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
+        return QueueResult(part.queued, already, part.skipped, 0)
+
+    async def unselect(
+        self, crm: str, ids: Iterable[ContactId | str], *, connection: AsyncConnection | None = None
+    ) -> int:
+        """Take contacts out of ``crm``'s queue (not those being processed). Returns how many."""
+        wanted = self._parse_ids(ids)
+        c = self._crm(crm)
+        condition, values = self._transition(c, Event.UNSELECT)
+        changed = 0
+        async with self._transaction(connection) as conn:
+            for start in range(0, len(wanted), ID_CHUNK):
+                chunk = wanted[start : start + ID_CHUNK]
+                statement = (
+                    sa.update(self.table)
+                    .where(self._id_column.in_(chunk), condition)
+                    .values(values | self._touch(_utcnow()))
+                )
+                changed += (await conn.execute(statement)).rowcount
+        return changed
+
+    async def _count_found_and_queued(
+        self, conn: AsyncConnection, crm: str, where: sa.ColumnElement[bool]
+    ) -> tuple[int, int]:
+        c = self._crm(crm)
+        already = sa.case((c.sync.in_([s.value for s in ALREADY_QUEUED]), 1), else_=0)
+        row = (
+            await conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(already), 0))
+                .select_from(self.table)
+                .where(where)
+            )
+        ).one()
+        return int(row[0]), int(row[1])
+
+    async def _queue_where(
+        self,
+        conn: AsyncConnection,
+        crm: str,
+        where: sa.ColumnElement[bool],
+        *,
+        by_system: bool,
+        now: datetime | None,
+    ) -> QueueResult:
+        c = self._crm(crm)
+        now = now or _utcnow()
+        email = self.table.c[self.layout.fields["email"]]
+        no_email = sa.or_(email.is_(None), sa.func.trim(email) == "")
+        selectable = c.sync.in_([s.value for s in SELECTABLE])
+
+        skip_condition, skip_values = self._transition(c, Event.SKIP)
+        skipped = await conn.execute(
+            sa.update(self.table)
+            .where(where, selectable, skip_condition, no_email)
+            .values(skip_values | {c.names.error: "no e-mail address"} | self._touch(now))
+        )
+        event = Event.QUEUE if by_system else Event.SELECT
+        queue_condition, queue_values = self._transition(c, event, now=now)
+        queued = await conn.execute(
+            sa.update(self.table)
+            .where(where, queue_condition, sa.not_(no_email))
+            .values(queue_values | self._touch(now))
+        )
+        return QueueResult(queued=queued.rowcount, skipped=skipped.rowcount)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    async def summary(self, crm: str, *, now: datetime | None = None) -> StatusSummary:
+        """Counts per sync status, and how many are due, retrying, and waiting longest."""
+        c = self._crm(crm)
+        now = now or _utcnow()
+        async with self._transaction(None) as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(c.sync, sa.func.count()).select_from(self.table).group_by(c.sync)
+                )
+            ).all()
+            due_clause = self._due(c, now)
+            retrying = sa.case(
+                (sa.and_(c.processing == ProcessingStatus.QUEUED.value, self._attempts(c) > 0), 1),
+                else_=0,
+            )
+            due_row = (
+                await conn.execute(
+                    sa.select(
+                        sa.func.count(),
+                        sa.func.min(self._due_since(c)),
+                    )
+                    .select_from(self.table)
+                    .where(due_clause)
+                )
+            ).one()
+            retry_count = (
+                await conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(retrying), 0)).select_from(self.table)
+                )
+            ).scalar_one()
+        counts = dict.fromkeys(SyncStatus, 0)
+        for status, count in rows:
+            counts[SyncStatus(_enum_value(status))] += int(count)
+        oldest = _aware(due_row[1])
+        return StatusSummary(
+            crm=crm,
+            counts=counts,
+            total=sum(counts.values()),
+            due=int(due_row[0]),
+            retrying=int(retry_count),
+            oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else None,
+        )
+
+    async def states(
+        self, crm: str, ids: Iterable[ContactId | str]
+    ) -> dict[ContactId, ContactState]:
+        """Each contact's state for ``crm`` (contacts that do not exist are absent)."""
+        c = self._crm(crm)
+        wanted = self._parse_ids(ids)
+        result: dict[ContactId, ContactState] = {}
+        async with self._transaction(None) as conn:
+            for start in range(0, len(wanted), ID_CHUNK):
+                chunk = wanted[start : start + ID_CHUNK]
+                statement = sa.select(
+                    self._id_column,
+                    c.sync,
+                    c.processing,
+                    c.error,
+                    c.remote_id,
+                    self._attempts(c),
+                    self._own_next_attempt(c),
+                ).where(self._id_column.in_(chunk))
+                for row in await conn.execute(statement):
+                    result[row[0]] = ContactState(
+                        sync_status=SyncStatus(_enum_value(row[1])),
+                        processing_status=ProcessingStatus(_enum_value(row[2])) if row[2] else None,
+                        error=row[3],
+                        remote_id=row[4],
+                        attempts=int(row[5] or 0),
+                        next_attempt_at=_aware(row[6]),
+                    )
+        return result
+
+    # -- the engine's operations ---------------------------------------------------------------------
+
+    async def claim(self, crm: str, limit: int, *, now: datetime) -> Claim:
+        """Take up to ``limit`` due contacts for ``crm`` and mark them ``Processing``, in one statement.
+
+        On PostgreSQL the due rows are selected ``FOR UPDATE SKIP LOCKED``, so concurrent workers never
+        claim the same contact.
+        """
+        c = self._crm(crm)
+        condition, values = self._transition(c, Event.CLAIM)
+        due = (
+            sa.select(self._id_column)
+            .where(self._due(c, now), condition)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if c.names.claim_is_token:
+            due = due.order_by(c.next_attempt_at)
+        due_cte = due.cte("due")
+        values = values | {c.names.claimed_at: self._at(c.claimed_at, now)} | self._touch(now)
+        fields = [self.table.c[self.layout.fields[f]] for f in CONTACT_FIELDS]
+        statement = (
+            sa.update(self.table)
+            .where(self._id_column.in_(sa.select(due_cte.c[self.layout.id_column])))
+            .values(values)
+            .returning(self._id_column, *fields, self._attempts(c))
+            .add_cte(due_cte)
+        )
+        async with self._transaction(None) as conn:
+            rows = (await conn.execute(statement)).all()
+        contacts = [
+            Contact(
+                id=row[0],
+                email=row[1],
+                name=row[2],
+                phone_number=row[3],
+                email_type=_enum_value(row[4]),
+                has_gmail=row[5],
+                source_url=row[6],
+                domain_id=row[7],
+                page_id=row[8],
+                context=row[9],
+                attempts=int(row[10] or 0),
+            )
+            for row in rows
+        ]
+        return Claim(crm, contacts, now)
+
+    async def record(
+        self, claim: Claim, resolutions: Sequence[Resolution], *, now: datetime
+    ) -> RecordResult:
+        """Write the outcome of a claim in bulk, one statement per kind of event, in one transaction.
+
+        A row is written only if it is still in this claim (``Processing`` and, where the layout keeps a
+        claim time of its own, claimed at ``claim.claimed_at``); the others are counted as stale.
+        """
+        c = self._crm(claim.crm)
+        groups: dict[Event, list[Resolution]] = {}
+        for resolution in resolutions:
+            groups.setdefault(resolution.event, []).append(resolution)
+        written = 0
+        async with self._transaction(None) as conn:
+            for event, group in groups.items():
+                statement = self._record_statement(c, event)
+                params = [self._record_params(c, claim, r, now) for r in group]
+                result = await conn.execute(statement, params)
+                written += max(result.rowcount, 0)
+        return RecordResult(written, len(resolutions) - written)
+
+    async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
+        """Hand claimed contacts back to the queue untouched (fatal error, shutdown): no attempt used."""
+        c = self._crm(claim.crm)
+        wanted = [contact.id for contact in claim.contacts] if ids is None else list(ids)
+        condition, values = self._transition(c, Event.RELEASE)
+        released = 0
+        async with self._transaction(None) as conn:
+            for start in range(0, len(wanted), ID_CHUNK):
+                chunk = wanted[start : start + ID_CHUNK]
+                where = [self._id_column.in_(chunk), condition]
+                if c.names.claim_is_token:
+                    where.append(c.claimed_at == self._at(c.claimed_at, claim.claimed_at))
+                statement = (
+                    sa.update(self.table).where(*where).values(values | self._release_values(c))
+                )
+                released += (await conn.execute(statement)).rowcount
+        return released
+
+    async def release_expired(self, crm: str, *, now: datetime, older_than: timedelta) -> int:
+        """Return contacts whose claim is older than ``older_than`` (their worker died) to the queue.
+
+        The crash is not a failed attempt: attempts and errors are left as they were.
+        """
+        c = self._crm(crm)
+        condition, values = self._transition(c, Event.RELEASE)
+        cutoff = self._at(c.claimed_at, now - older_than)
+        statement = (
+            sa.update(self.table)
+            .where(condition, c.claimed_at < cutoff)
+            .values(values | self._release_values(c) | self._touch(now))
+        )
+        async with self._transaction(None) as conn:
+            return (await conn.execute(statement)).rowcount
+
+    # -- statement building --------------------------------------------------------------------------
+
+    def _crm(self, crm: str) -> _Crm:
+        bound = self._crms.get(crm)
+        if bound is None:
+            names = self.layout.columns_for(crm)
+            col = self.table.c
+            bound = _Crm(
+                names=names,
+                sync=col[names.sync_status],
+                processing=col[names.processing_status],
+                error=col[names.error],
+                remote_id=col[names.remote_id],
+                attempts=col[names.attempts],
+                next_attempt_at=col[names.next_attempt_at],
+                last_attempt_at=col[names.last_attempt_at] if names.last_attempt_at else None,
+                claimed_at=col[names.claimed_at],
+                failed_crm=col[names.failed_crm] if names.failed_crm else None,
+            )
+            self._crms[crm] = bound
+        return bound
+
+    @property
+    def _id_column(self) -> sa.Column[Any]:
+        return self.table.c[self.layout.id_column]
+
+    def _transition(
+        self, c: _Crm, event: Event, *, now: datetime | None = None
+    ) -> tuple[sa.ColumnElement[bool], dict[str, Any]]:
+        """The WHERE (allowed from-states) and SET (to-states) of ``event``, from the status machine."""
+        rule = TRANSITIONS[event]
+        conditions: list[sa.ColumnElement[bool]] = [
+            _one_of(c.sync, [s.value for s in rule.from_sync])
+        ]
+        if rule.from_processing is not None:
+            values = [p.value for p in rule.from_processing if p is not None]
+            processing: sa.ColumnElement[bool] = _one_of(c.processing, values)
+            if None in rule.from_processing:
+                processing = sa.or_(processing, c.processing.is_(None))
+            conditions.append(processing)
+        changes: dict[str, Any] = {
+            c.names.sync_status: rule.to_sync.value,
+            c.names.processing_status: rule.to_processing.value if rule.to_processing else None,
+        }
+        if rule.clears_error:
+            changes[c.names.error] = None
+        if rule.resets_retry:
+            changes |= self._reset_retry(c, now)
+        return sa.and_(*conditions), changes
+
+    def _reset_retry(self, c: _Crm, now: datetime | None) -> dict[str, Any]:
+        if c.failed_crm is None:
+            changes: dict[str, Any] = {c.names.attempts: 0, c.names.claimed_at: None}
+            # A queued contact is due from now: the next-attempt time doubles as the queue order.
+            changes[c.names.next_attempt_at] = self._at(c.next_attempt_at, now) if now else None
+            return changes
+        assert c.names.failed_crm is not None
+        own = self._owns_retry(c)
+        return {
+            c.names.attempts: sa.case((own, 0), else_=c.attempts),
+            c.names.next_attempt_at: sa.case((own, sa.null()), else_=c.next_attempt_at),
+            c.names.failed_crm: sa.case((own, sa.null()), else_=c.failed_crm),
+        }
+
+    def _owns_retry(self, c: _Crm) -> sa.ColumnElement[bool]:
+        assert c.failed_crm is not None
+        return sa.or_(c.failed_crm.is_(None), c.failed_crm == c.names.crm)
+
+    def _attempts(self, c: _Crm) -> sa.ColumnElement[Any]:
+        if c.failed_crm is None:
+            return c.attempts
+        return sa.case((c.failed_crm == c.names.crm, c.attempts), else_=0)
+
+    def _own_next_attempt(self, c: _Crm) -> sa.ColumnElement[Any]:
+        if c.failed_crm is None:
+            return c.next_attempt_at
+        return sa.case((c.failed_crm == c.names.crm, c.next_attempt_at), else_=sa.null())
+
+    def _due(self, c: _Crm, now: datetime) -> sa.ColumnElement[bool]:
+        queued = c.processing == ProcessingStatus.QUEUED.value
+        at = self._at(c.next_attempt_at, now)
+        if c.failed_crm is None:
+            return sa.and_(queued, sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= at))
+        # Shared retry columns: another CRM's backoff must not delay this one.
+        return sa.and_(
+            queued,
+            sa.or_(
+                c.failed_crm.is_distinct_from(c.names.crm),
+                c.next_attempt_at.is_(None),
+                c.next_attempt_at <= at,
+            ),
+        )
+
+    def _due_since(self, c: _Crm) -> sa.ColumnElement[Any]:
+        if c.failed_crm is None:
+            return sa.func.coalesce(c.next_attempt_at, c.claimed_at)
+        updated = self.table.c[self.layout.updated_at] if self.layout.updated_at else None
+        return sa.func.coalesce(self._own_next_attempt(c), updated)
+
+    def _touch(self, now: datetime) -> dict[str, Any]:
+        if not self.layout.updated_at:
+            return {}
+        return {self.layout.updated_at: self._at(self.table.c[self.layout.updated_at], now)}
+
+    def _release_values(self, c: _Crm) -> dict[str, Any]:
+        return {c.names.claimed_at: None} if c.names.claim_is_token else {}
+
+    def _record_statement(self, c: _Crm, event: Event) -> Any:
+        key = f"record:{event.value}"
+        if key in c.statements:
+            return c.statements[key]
+        condition, values = self._transition(c, event)
+        where = [self._id_column == sa.bindparam("_id"), condition]
+        if c.names.claim_is_token:
+            where.append(c.claimed_at == sa.bindparam("_claimed", type_=c.claimed_at.type))
+        values[c.names.error] = sa.bindparam("_error", type_=c.error.type)
+        if event is Event.SUCCEED:
+            values[c.names.remote_id] = sa.bindparam("_remote_id", type_=c.remote_id.type)
+        if event in (Event.RETRY, Event.FAIL):
+            values[c.names.attempts] = sa.bindparam("_attempts", type_=c.attempts.type)
+            values[c.names.next_attempt_at] = sa.bindparam("_next", type_=c.next_attempt_at.type)
+            if c.last_attempt_at is not None and c.names.last_attempt_at:
+                values[c.names.last_attempt_at] = sa.bindparam("_now", type_=c.last_attempt_at.type)
+            if c.failed_crm is not None and c.names.failed_crm:
+                values[c.names.failed_crm] = c.names.crm
+        if c.names.claim_is_token:
+            values[c.names.claimed_at] = None
+        if self.layout.updated_at:
+            values[self.layout.updated_at] = sa.bindparam(
+                "_updated", type_=self.table.c[self.layout.updated_at].type
+            )
+        statement = sa.update(self.table).where(*where).values(values)
+        c.statements[key] = statement
+        return statement
+
+    def _record_params(self, c: _Crm, claim: Claim, r: Resolution, now: datetime) -> dict[str, Any]:
+        params: dict[str, Any] = {"_id": r.contact_id, "_error": r.error}
+        if c.names.claim_is_token:
+            params["_claimed"] = self._at(c.claimed_at, claim.claimed_at)
+        if r.event is Event.SUCCEED:
+            params["_remote_id"] = r.remote_id
+        if r.event in (Event.RETRY, Event.FAIL):
+            params["_attempts"] = r.attempts
+            params["_next"] = (
+                self._at(c.next_attempt_at, r.next_attempt_at) if r.next_attempt_at else None
+            )
+            if c.last_attempt_at is not None:
+                params["_now"] = self._at(c.last_attempt_at, now)
+        if self.layout.updated_at:
+            params["_updated"] = self._at(self.table.c[self.layout.updated_at], now)
+        return params
+
+    def _filter_clause(self, crm: str, f: ContactFilter) -> sa.ColumnElement[bool]:
+        c = self._crm(crm)
+        col = self.table.c
+        fields = self.layout.fields
+        conditions: list[sa.ColumnElement[bool]] = []
+        if f.curation_status is not None:
+            if not self.layout.curation_status:
+                raise InvalidRequestError("this contacts table has no curation status to filter on")
+            conditions.append(col[self.layout.curation_status] == f.curation_status)
+        if f.processing_status is not None:
+            conditions.append(
+                c.processing.is_(None)
+                if f.processing_status == "none"
+                else c.processing == f.processing_status
+            )
+        if f.sync_status is not None:
+            conditions.append(c.sync == f.sync_status.value)
+        if f.email_type is not None:
+            conditions.append(col[fields["email_type"]] == f.email_type.value)
+        for name in ("domain_id", "page_id"):
+            value = getattr(f, name)
+            if value is not None:
+                column = col[fields[name]]
+                conditions.append(column == _coerce_id(value, _python_type(column), name))
+        if f.email_contains is not None:
+            conditions.append(col[fields["email"]].icontains(f.email_contains, autoescape=True))
+        if f.name_contains is not None:
+            conditions.append(col[fields["name"]].icontains(f.name_contains, autoescape=True))
+        if f.has_gmail is not None:
+            conditions.append(col[fields["has_gmail"]] == f.has_gmail)
+        return sa.and_(sa.true(), *conditions)
+
+    def _parse_ids(self, ids: Iterable[ContactId | str]) -> list[Any]:
+        if isinstance(ids, (str, bytes)):
+            raise InvalidRequestError("ids must be a list of contact ids, not one string")
+        parsed: dict[Any, None] = {}
+        for value in ids:
+            parsed[_coerce_id(value, self._id_type, "contact id")] = None
+        return list(parsed)
+
+    def _at(self, column: sa.Column[Any], moment: datetime | None) -> datetime | None:
+        """``moment`` as the column stores it: aware UTC, or naive UTC for columns without a time zone."""
+        if moment is None:
+            return None
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        timezone_aware = bool(getattr(column.type, "timezone", False)) and self.dialect != "sqlite"
+        return moment if timezone_aware else moment.replace(tzinfo=None)
+
+
+def _one_of(column: sa.Column[Any], values: Sequence[str]) -> sa.ColumnElement[bool]:
+    # OR of equalities rather than IN: IN's expanding parameters cannot be used with executemany.
+    if not values:
+        return sa.false()
+    return sa.or_(*(column == value for value in sorted(values)))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: Any) -> datetime | None:
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    assert isinstance(moment, datetime)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value if hasattr(value, "value") else value
+
+
+def _python_type(column: sa.Column[Any]) -> type:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return str
+
+
+def _coerce_id(value: Any, kind: type, what: str) -> Any:
+    try:
+        if kind is uuid.UUID:
+            return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidRequestError(
+            f"{what} {str(value)[:60]!r} is not a valid {kind.__name__}"
+        ) from None
+    return str(value)
+
+
+def _reflect(sync_conn: sa.Connection, layout: Layout) -> sa.Table:
+    metadata = sa.MetaData()
+    try:
+        table = sa.Table(layout.table, metadata, autoload_with=sync_conn, schema=layout.schema)
+    except sa_exc.NoSuchTableError:
+        raise ConfigurationError(f"there is no table {layout.table!r} in this database") from None
+    _check_columns(sync_conn, table, layout)
+    return table
+
+
+def _check_columns(sync_conn: sa.Connection, table: sa.Table, layout: Layout) -> None:
+    present = {
+        column["name"]
+        for column in sa.inspect(sync_conn).get_columns(table.name, schema=table.schema)
+    }
+    needed = {layout.id_column, *layout.fields.values()}
+    for names in layout.crms.values():
+        needed |= {
+            names.sync_status,
+            names.processing_status,
+            names.error,
+            names.remote_id,
+            names.attempts,
+            names.next_attempt_at,
+            names.claimed_at,
+        }
+        needed |= {n for n in (names.last_attempt_at, names.failed_crm) if n}
+    if layout.updated_at:
+        needed.add(layout.updated_at)
+    missing = sorted(needed - present)
+    if missing:
+        raise ConfigurationError(
+            f"table {table.name!r} lacks the columns {', '.join(missing)}; "
+            "`crmsync schema` prints the SQL that adds them"
+        )
+
+
+def _add_missing_columns(sync_conn: sa.Connection, table: sa.Table) -> None:
+    """Add the columns of CRMs added to a default layout after its table was created (additive only)."""
+    present = {
+        column["name"]
+        for column in sa.inspect(sync_conn).get_columns(table.name, schema=table.schema)
+    }
+    preparer = sync_conn.dialect.identifier_preparer
+    for column in table.columns:
+        if column.name in present:
+            continue
+        ddl = sa.schema.CreateColumn(column).compile(dialect=sync_conn.dialect)
+        sync_conn.execute(sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {ddl}"))
+    for index in table.indexes:
+        index.create(sync_conn, checkfirst=True)

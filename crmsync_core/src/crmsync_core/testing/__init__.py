@@ -1,0 +1,17 @@
+"""Helpers for testing crmsync and its adapters without a network.
+
+* :func:`sandbox_adapter_spec` / :class:`SandboxCrm`: an in-memory CRM adapter.
+* :func:`contact_rows`: realistic contact rows (unicode names, bad addresses, duplicates).
+* :mod:`crmsync_core.testing.contract`: the adapter contract test kit (needs pytest).
+"""
+
+from .data import contact_rows
+from .sandbox import SandboxAdapter, SandboxCrm, SandboxSettings, sandbox_adapter_spec
+
+__all__ = [
+    "SandboxAdapter",
+    "SandboxCrm",
+    "SandboxSettings",
+    "contact_rows",
+    "sandbox_adapter_spec",
+]
