@@ -35,8 +35,16 @@ class Redactor:
     """Replaces known secrets in text with ``***``."""
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
+        self._secrets: list[str] = []
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        """Redact ``secret`` too (e.g. an access token obtained during the run)."""
         # Short values would redact ordinary words; a real secret is never that short.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        if secret and len(secret) >= 4 and secret not in self._secrets:
+            self._secrets.append(secret)
+            self._secrets.sort(key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

@@ -85,8 +85,9 @@ class TokenBucket:
                     self._tokens + (now - self._updated) * self.limit.per_second,
                 )
                 self._updated = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
+                # The tolerance keeps float rounding from turning into waits too short to move a clock.
+                if self._tokens >= 1.0 - 1e-9:
+                    self._tokens = max(0.0, self._tokens - 1.0)
                     return
                 await self._wait((1.0 - self._tokens) / self.limit.per_second)
 

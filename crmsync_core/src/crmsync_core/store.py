@@ -365,7 +365,9 @@ class Store:
             if self.layout.updated_at
             else None
         )
-        batch: list[dict[str, Any]] = []
+        # executemany takes its columns from the first row: rows are grouped by the columns they give,
+        # so that no value of a later row is silently dropped.
+        batches: dict[frozenset[str], list[dict[str, Any]]] = {}
         count = 0
         async with self._transaction(connection) as conn:
             for row in rows:
@@ -378,14 +380,16 @@ class Store:
                 if now is not None and self.layout.managed:
                     values.setdefault("created_at", now)
                     values.setdefault("updated_at", now)
+                batch = batches.setdefault(frozenset(values), [])
                 batch.append(values)
                 if len(batch) >= 5_000:
                     await conn.execute(sa.insert(self.table), batch)
                     count += len(batch)
-                    batch = []
-            if batch:
-                await conn.execute(sa.insert(self.table), batch)
-                count += len(batch)
+                    batch.clear()
+            for batch in batches.values():
+                if batch:
+                    await conn.execute(sa.insert(self.table), batch)
+                    count += len(batch)
         return count
 
     # -- queue operations ----------------------------------------------------------------------------
@@ -636,8 +640,18 @@ class Store:
             for event, group in groups.items():
                 statement = self._record_statement(c, event)
                 params = [self._record_params(c, claim, r, now) for r in group]
-                result = await conn.execute(statement, params)
-                written += max(result.rowcount, 0)
+                if conn.dialect.supports_sane_multi_rowcount:
+                    written += max((await conn.execute(statement, params)).rowcount, 0)
+                elif c.names.claim_is_token:
+                    # asyncpg reports no executemany row counts; with a claim token a row can really be
+                    # stale, so each row is its own statement (same transaction) to count them.
+                    for one in params:
+                        written += max((await conn.execute(statement, one)).rowcount, 0)
+                else:
+                    # Without a claim token of its own (shared layouts) a stale row cannot be told
+                    # apart, so the fast path is taken and every row counts as written.
+                    await conn.execute(statement, params)
+                    written += len(params)
         return RecordResult(written, len(resolutions) - written)
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
@@ -770,7 +784,15 @@ class Store:
     def _due_since(self, c: _Crm) -> sa.ColumnElement[Any]:
         if c.failed_crm is None:
             return sa.func.coalesce(c.next_attempt_at, c.claimed_at)
-        updated = self.table.c[self.layout.updated_at] if self.layout.updated_at else None
+        updated: Any = self.table.c[self.layout.updated_at] if self.layout.updated_at else None
+        if (
+            updated is not None
+            and self.dialect == "postgresql"
+            and not getattr(updated.type, "timezone", False)
+        ):
+            # A naive updated_at holds UTC (crmsync writes it so): say so, or COALESCE with the
+            # timestamptz next-attempt column reads it in the session's time zone.
+            updated = sa.func.timezone("UTC", updated)
         return sa.func.coalesce(self._own_next_attempt(c), updated)
 
     def _touch(self, now: datetime) -> dict[str, Any]:

@@ -29,7 +29,15 @@ import pytest
 from pydantic import SecretStr
 
 from ..adapter import AdapterContext, AdapterSpec, Sandbox, SandboxOptions, collect_outcomes
-from ..contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
+from ..contacts import (
+    Contact,
+    Outcome,
+    PermanentFailure,
+    Skipped,
+    Synced,
+    TransientFailure,
+    invalid_email_reason,
+)
 from ..errors import FatalError
 from .data import contact_rows
 
@@ -88,6 +96,8 @@ class AdapterContract:
     spec: ClassVar[AdapterSpec[Any]]
     #: False for fire-and-forget adapters (webhooks) that accept any 2xx body as success
     checks_response_body: ClassVar[bool] = True
+    #: the setting a refused credential's message must name, e.g. ``"BREVO_API_KEY"``
+    credentials_setting: ClassVar[str] = ""
 
     def contacts_in_request(self, request: httpx.Request) -> int:
         """How many contacts ``request`` carries (to check the batch limit). Default: one."""
@@ -154,7 +164,7 @@ class AdapterContract:
         by_id = {o.contact_id: o for o in outcomes}
         for contact in contacts:
             outcome = by_id[contact.id]
-            if contact.email is None or "@" not in contact.email:
+            if invalid_email_reason(contact.email) is not None:
                 assert isinstance(outcome, Skipped), f"{contact.email!r} must be skipped: {outcome}"
                 assert outcome.reason
             else:
@@ -171,12 +181,12 @@ class AdapterContract:
         self, sandbox: Sandbox[Any], secrets: list[str], crm_logs: pytest.LogCaptureFixture
     ) -> None:
         body = b'{"code":"unauthorized","message":"Key not found"}'
+        contacts = [c for c in sample_contacts(8) if invalid_email_reason(c.email) is None]
         with pytest.raises(FatalError) as raised:
-            await self.push(
-                sandbox, sample_contacts(3), lambda r: httpx.Response(401, content=body)
-            )
+            await self.push(sandbox, contacts, lambda r: httpx.Response(401, content=body))
         message = str(raised.value)
-        assert "401" in message or "credential" in message.lower() or "key" in message.lower()
+        assert "401" in message, f"the message should give the CRM's answer: {message}"
+        assert self.credentials_setting in message, f"the message should say what to fix: {message}"
         self.assert_no_secret(secrets, message, repr(raised.value), crm_logs.text)
 
     @pytest.mark.parametrize("status", [500, 502, 503])
@@ -187,7 +197,7 @@ class AdapterContract:
         crm_logs: pytest.LogCaptureFixture,
         status: int,
     ) -> None:
-        contacts = [c for c in sample_contacts(5) if c.email and "@" in c.email]
+        contacts = [c for c in sample_contacts(8) if invalid_email_reason(c.email) is None]
         outcomes, _ = await self.push(
             sandbox, contacts, lambda r: httpx.Response(status, content=b"upstream broke")
         )
@@ -198,14 +208,14 @@ class AdapterContract:
         def timeout(request: httpx.Request) -> httpx.Response:
             raise httpx.ReadTimeout("timed out", request=request)
 
-        contacts = [c for c in sample_contacts(5) if c.email and "@" in c.email]
+        contacts = [c for c in sample_contacts(8) if invalid_email_reason(c.email) is None]
         outcomes, _ = await self.push(sandbox, contacts, timeout)
         assert all(isinstance(o, TransientFailure) for o in outcomes), outcomes
 
     async def test_malformed_answer_is_an_error_quoting_it(
         self, sandbox: Sandbox[Any], secrets: list[str], crm_logs: pytest.LogCaptureFixture
     ) -> None:
-        contacts = [c for c in sample_contacts(4) if c.email and "@" in c.email]
+        contacts = [c for c in sample_contacts(8) if invalid_email_reason(c.email) is None]
         html = b"<html><body>Gateway maintenance page</body></html>"
         outcomes, _ = await self.push(
             sandbox,

@@ -1,0 +1,590 @@
+"""A stateful fake of Brevo's contacts API, for the tests, the demo and the benchmarks.
+
+:class:`FakeBrevo` answers the requests the adapter sends the way Brevo does: it checks the ``api-key``
+header (401 ``unauthorized``), upserts contacts by e-mail (201 with the new id, 204 on update, 400
+``duplicate_parameter`` without ``updateEnabled``), refuses malformed data with Brevo's error bodies,
+runs imports as processes that complete after a delay and report invalid e-mails, and enforces a rate
+limit with 429 and the ``x-sib-ratelimit-*`` headers. Failures can be injected.
+
+Serve it in-process (``httpx.AsyncClient(transport=fake.transport())``) or on a loopback port
+(``async with fake.serve() as base_url``). Its clock is injectable: with a :class:`ManualClock`, imports
+complete and rate-limit windows pass without real waiting.
+
+Where Brevo's behaviour is UNCONFIRMED the fake picks one answer and says so; the adapter is written to
+handle the alternatives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import itertools
+import json
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+
+from crmsync_core.adapter import Sandbox, SandboxOptions
+from crmsync_core.ratelimit import RateLimit
+
+if TYPE_CHECKING:
+    from .settings import BrevoSettings
+
+DEFAULT_API_KEY = "xkeysib-fake-0123456789abcdef"
+#: the base URL sandboxes use: it never resolves, so nothing reaches the network by mistake
+SANDBOX_BASE_URL = "https://brevo.sandbox/v3"
+SANDBOX_LIST_ID = 2
+REPORT_HOST = "brevo-reports.sandbox"
+MAX_IMPORT_BYTES = 10 * 1024 * 1024
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SMS = re.compile(r"^(?:\+|00)?[1-9]\d{7,14}$")
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_parameter", "Invalid parameter"),
+    401: ("unauthorized", "Key not found"),
+    402: ("not_enough_credits", "Not enough credits"),
+    403: ("permission_denied", "Permission denied"),
+    404: ("document_not_found", "Document not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    408: ("request_timeout", "Request timed out"),
+    425: ("account_in_process", "Your account is being validated; try again later"),
+    # UNCONFIRMED: the body of Brevo's 429
+    429: ("too_many_requests", "The expected rate limit is exceeded."),
+}
+
+
+class ManualClock:
+    """A clock that moves only when told: ``clock()`` reads it, ``await clock.sleep(s)`` advances it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class FakeContact:
+    """A contact as the fake holds it."""
+
+    id: int
+    email: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    list_ids: set[int] = field(default_factory=set)
+
+
+@dataclass
+class FakeProcess:
+    """An import: queued, then processing, then completed (or failed, or stuck) after the delay."""
+
+    id: int
+    started: float
+    items: list[Any]
+    list_ids: list[int]
+    outcome: Literal["completed", "failed", "stalled"] = "completed"
+    status: str = "queued"
+    info: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: str = ""
+
+
+@dataclass
+class _Injection:
+    status: int | None
+    times: int
+    method: str | None
+    path: str | None
+    body: bytes | None
+    headers: dict[str, str]
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path is None or path == self.path or path.startswith(self.path.rstrip("/") + "/")
+        )
+
+
+class FakeBrevo:
+    """The remote side. Inspect :attr:`contacts`, :attr:`requests`, :attr:`processes` in tests."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        lists: tuple[int, ...] = (SANDBOX_LIST_ID,),
+        rate_limit: RateLimit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        import_delay_seconds: float = 1.0,
+        import_report: Literal["counts", "csv"] = "counts",
+        failure_rate: float = 0.0,
+        seed: int = 0,
+        latency_seconds: float = 0.0,
+        rejected_domains: tuple[str, ...] = ("rejected.invalid",),
+        base_path: str = "/v3",
+    ) -> None:
+        """
+        ``import_report`` chooses how a completed import reports invalid e-mails: ``"counts"`` as the
+        published spec says (``info.import.invalid_emails: 2``) or ``"csv"`` as Brevo's current reference
+        says (a URL of a CSV report). ``rejected_domains``: addresses there are refused as invalid, like
+        the addresses Brevo's own validation refuses although they look fine.
+        """
+        self.api_key = api_key
+        self.lists = set(lists)
+        self.rate_limit = rate_limit
+        self.clock = clock
+        self.import_delay_seconds = import_delay_seconds
+        self.import_report = import_report
+        self.failure_rate = failure_rate
+        self.latency_seconds = latency_seconds
+        self.rejected_domains = {d.lower() for d in rejected_domains}
+        self.base_path = base_path.rstrip("/")
+        #: contacts by lower-cased e-mail
+        self.contacts: dict[str, FakeContact] = {}
+        self.processes: dict[int, FakeProcess] = {}
+        #: every request received, in order
+        self.requests: list[httpx.Request] = []
+        #: how many requests were answered 429
+        self.rate_limited = 0
+        #: the next imports fail (``"failed"``) or never finish (``"stalled"``)
+        self.import_outcome: Literal["completed", "failed", "stalled"] = "completed"
+        self._rng = random.Random(seed)
+        self._ids = itertools.count(1)
+        self._process_ids = itertools.count(100)
+        self._injections: list[_Injection] = []
+        self._window_start: float | None = None
+        self._window_count = 0
+        self._reports: dict[str, bytes] = {}
+        self._phones: dict[str, str] = {}
+
+    # -- inspection and failure injection --------------------------------------------------------
+
+    def contact(self, email: str) -> FakeContact | None:
+        return self.contacts.get(email.strip().lower())
+
+    def requests_to(self, method: str, path: str) -> list[httpx.Request]:
+        """The requests received for ``method`` and an API path such as ``/contacts``."""
+        return [
+            r for r in self.requests if r.method == method and r.url.path == self.base_path + path
+        ]
+
+    def fail_next(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+        body: dict[str, Any] | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status`` (Brevo's error body for it
+        unless ``body`` is given). ``path`` is an API path such as ``/contacts/import``; a prefix
+        (``/processes``) matches the paths below it."""
+        raw = json.dumps(body).encode() if isinstance(body, dict) else body
+        self._injections.append(_Injection(status, times, method, path, raw, dict(headers or {})))
+
+    def drop_next(
+        self, *, times: int = 1, method: str | None = None, path: str | None = None
+    ) -> None:
+        """Let the next ``times`` matching requests time out."""
+        self._injections.append(_Injection(None, times, method, path, None, {}))
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Serve the fake over HTTP/1.1 on a loopback port; yields its base URL (``.../v3``)."""
+        import h11  # httpx's own HTTP/1.1 engine (through httpcore): always installed with httpx
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = h11.Connection(h11.SERVER)
+            try:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await reader.read(65536)
+                        conn.receive_data(data)
+                        if not data:
+                            return
+                        continue
+                    if isinstance(event, h11.Request):
+                        head, body = event, bytearray()
+                        while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+                            if event is h11.NEED_DATA:
+                                conn.receive_data(await reader.read(65536))
+                            elif isinstance(event, h11.Data):
+                                body += event.data
+                        request = httpx.Request(
+                            head.method.decode(),
+                            f"http://{host}:{bound}{head.target.decode()}",
+                            headers=[(k.decode(), v.decode()) for k, v in head.headers],
+                            content=bytes(body),
+                        )
+                        response = await self.handle(request)
+                        content = await response.aread()
+                        headers = [(k, v) for k, v in response.headers.items()]
+                        headers = [h for h in headers if h[0].lower() != "content-length"]
+                        headers.append(("content-length", str(len(content))))
+                        writer.write(
+                            conn.send(
+                                h11.Response(status_code=response.status_code, headers=headers)
+                            )
+                            or b""
+                        )
+                        writer.write(conn.send(h11.Data(data=content)) or b"")
+                        writer.write(conn.send(h11.EndOfMessage()) or b"")
+                        await writer.drain()
+                        conn.start_next_cycle()
+                        continue
+                    return
+            except (h11.RemoteProtocolError, ConnectionError):
+                return
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(connection, host, port)
+        bound = server.sockets[0].getsockname()[1]
+        try:
+            yield f"http://{host}:{bound}{self.base_path}"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        """Answer one request as Brevo would."""
+        await request.aread()
+        self.requests.append(request)
+        if self.latency_seconds:
+            await asyncio.sleep(self.latency_seconds)
+        if request.url.host == REPORT_HOST:
+            return self._report(request)
+
+        limit_headers, allowed = self._take_budget()
+        if not allowed:
+            self.rate_limited += 1
+            return self._error(429, headers=limit_headers)
+
+        path = request.url.path
+        if not path.startswith(self.base_path + "/"):
+            return self._error(
+                404, message=f"{path} is not a Brevo API path", headers=limit_headers
+            )
+        path = path[len(self.base_path) :]
+
+        for injection in self._injections:
+            if injection.times > 0 and injection.matches(request.method, path):
+                injection.times -= 1
+                if injection.status is None:
+                    raise httpx.ReadTimeout("injected timeout", request=request)
+                return self._injected(injection, limit_headers)
+        if self.failure_rate and self._rng.random() < self.failure_rate:
+            if self._rng.random() < 0.5:
+                raise httpx.RemoteProtocolError("injected dropped connection", request=request)
+            return httpx.Response(
+                503, text="Service Temporarily Unavailable", headers=limit_headers
+            )
+
+        if request.headers.get("api-key") != self.api_key:
+            return self._error(401, headers=limit_headers)
+
+        response = self._route(request.method, path, request.content)
+        response.headers.update(limit_headers)
+        return response
+
+    # -- the API ----------------------------------------------------------------------------------
+
+    def _route(self, method: str, path: str, content: bytes) -> httpx.Response:
+        if path == "/contacts":
+            return (
+                self._create_contact(content)
+                if method == "POST"
+                else self._not_allowed(method, path)
+            )
+        if path == "/contacts/import":
+            return self._import(content) if method == "POST" else self._not_allowed(method, path)
+        if path.startswith("/processes/"):
+            if method != "GET":
+                return self._not_allowed(method, path)
+            return self._process(path.removeprefix("/processes/"))
+        return self._error(404, message=f"{method} {path} is not served by the fake")
+
+    def _create_contact(self, content: bytes) -> httpx.Response:
+        body = _json_object(content)
+        if body is None:
+            return self._error(400, message="Input must be a JSON object")
+        email = body.get("email")
+        if not isinstance(email, str) or not email.strip():
+            return self._error(400, "missing_parameter", "email is missing")
+        if problem := self._email_problem(email):
+            return self._error(400, "invalid_parameter", problem)
+        list_ids = body.get("listIds") or []
+        if missing := [i for i in list_ids if i not in self.lists]:
+            # UNCONFIRMED: Brevo's exact answer to an unknown list.
+            return self._error(404, "document_not_found", f"List ID does not exist: {missing[0]}")
+        attributes = body.get("attributes") or {}
+        if not isinstance(attributes, dict):
+            return self._error(400, "invalid_parameter", "attributes should be an object")
+        sms = attributes.get("SMS")
+        if sms is not None:
+            if not isinstance(sms, str) or not _SMS.match(sms):
+                return self._error(400, "invalid_parameter", "Invalid phone number")
+            if self._sms_owner(sms, email) is not None:
+                return self._error(
+                    400,
+                    "duplicate_parameter",
+                    "Unable to create contact, SMS is already associated with another Contact",
+                    metadata={"duplicate_identifiers": ["SMS"]},
+                )
+        existing = self.contact(email)
+        if existing is not None:
+            if not body.get("updateEnabled"):
+                return self._error(
+                    400,
+                    "duplicate_parameter",
+                    "Contact already exist",
+                    metadata={"duplicate_identifiers": ["email"]},
+                )
+            self._upsert(email, attributes, list_ids)
+            return httpx.Response(204)
+        contact = self._upsert(email, attributes, list_ids)
+        return httpx.Response(201, json={"id": contact.id})
+
+    def _import(self, content: bytes) -> httpx.Response:
+        if len(content) > MAX_IMPORT_BYTES:
+            return self._error(400, message="Maximum allowed json body size is 10MB")
+        body = _json_object(content)
+        if body is None:
+            return self._error(400, message="Input must be a JSON object")
+        items = body.get("jsonBody")
+        if not isinstance(items, list):
+            return self._error(400, "missing_parameter", "jsonBody is missing")
+        list_ids = body.get("listIds")
+        if not list_ids and not body.get("newList"):
+            return self._error(400, "missing_parameter", "listIds is missing")
+        if missing := [i for i in list_ids or [] if i not in self.lists]:
+            return self._error(404, "document_not_found", f"List ID does not exist: {missing[0]}")
+        process = FakeProcess(
+            id=next(self._process_ids),
+            started=self.clock(),
+            items=items,
+            list_ids=list(list_ids or []),
+            outcome=self.import_outcome,
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        )
+        self.processes[process.id] = process
+        return httpx.Response(202, json={"processId": process.id})
+
+    def _process(self, raw_id: str) -> httpx.Response:
+        try:
+            process = self.processes[int(raw_id)]
+        except (ValueError, KeyError):
+            return self._error(404, "document_not_found", "Process does not exist")
+        elapsed = self.clock() - process.started
+        if process.status in ("queued", "processing"):
+            if process.outcome == "stalled" or elapsed < self.import_delay_seconds:
+                process.status = (
+                    "queued" if elapsed < self.import_delay_seconds / 2 else "processing"
+                )
+            elif process.outcome == "failed":
+                process.status, process.error = (
+                    "failed",
+                    "Import failed: the file could not be parsed",
+                )
+            else:
+                self._run_import(process)
+        answer: dict[str, Any] = {
+            "id": process.id,
+            "name": "IMPORTUSER",
+            "status": process.status,
+            "created_at": process.created_at,
+        }
+        if process.info is not None:
+            answer["info"] = process.info
+        if process.error is not None:
+            answer["error"] = process.error
+        return httpx.Response(200, json=answer)
+
+    def _run_import(self, process: FakeProcess) -> None:
+        invalid: list[tuple[str, str]] = []
+        duplicate_emails: list[str] = []
+        duplicate_phones: list[str] = []
+        seen: set[str] = set()
+        for item in process.items:
+            email = item.get("email") if isinstance(item, dict) else None
+            if not isinstance(email, str) or self._email_problem(email):
+                invalid.append((str(email), "Invalid email address"))
+                continue
+            if email.lower() in seen:
+                duplicate_emails.append(email)
+                continue
+            seen.add(email.lower())
+            attributes = dict(item.get("attributes") or {})
+            sms = attributes.get("SMS")
+            # UNCONFIRMED: an import keeps a contact whose phone number is bad or taken, without it.
+            if sms is not None and (not _SMS.match(str(sms)) or self._sms_owner(str(sms), email)):
+                attributes.pop("SMS")
+                duplicate_phones.append(email)
+            self._upsert(email, attributes, process.list_ids)
+        categories = {
+            "invalid_emails": [(e, reason) for e, reason in invalid],
+            "duplicate_email_id": [(e, "Duplicate email") for e in duplicate_emails],
+            "duplicate_phone_id": [(e, "Duplicate or invalid SMS") for e in duplicate_phones],
+        }
+        details: dict[str, Any] = {}
+        for name, rows in categories.items():
+            if not rows:
+                details[name] = None
+            elif self.import_report == "counts":
+                details[name] = len(rows)
+            else:
+                details[name] = self._publish_report(process.id, name, rows)
+        process.status = "completed"
+        process.info = {"import": details}
+
+    def _publish_report(self, process_id: int, name: str, rows: list[tuple[str, str]]) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=";", lineterminator="\n")
+        writer.writerow(["EMAIL", "REASON"])  # UNCONFIRMED: the layout of Brevo's import reports
+        writer.writerows(rows)
+        path = f"/imports/{process_id}/{name}.csv"
+        self._reports[path] = out.getvalue().encode()
+        return f"https://{REPORT_HOST}{path}"
+
+    def _report(self, request: httpx.Request) -> httpx.Response:
+        content = self._reports.get(request.url.path)
+        if request.method != "GET" or content is None:
+            return httpx.Response(404, text="NoSuchKey")
+        return httpx.Response(200, content=content, headers={"content-type": "text/csv"})
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _upsert(self, email: str, attributes: dict[str, Any], list_ids: list[int]) -> FakeContact:
+        key = email.strip().lower()
+        contact = self.contacts.get(key)
+        if contact is None:
+            contact = self.contacts[key] = FakeContact(next(self._ids), email.strip())
+        if "SMS" in attributes:
+            self._phones[_digits(str(attributes["SMS"]))] = key
+        contact.attributes.update(attributes)
+        contact.list_ids.update(list_ids)
+        return contact
+
+    def _email_problem(self, email: str) -> str | None:
+        email = email.strip()
+        local, _, domain = email.rpartition("@")
+        if not _EMAIL.match(email) or len(local) > 64 or domain.lower() in self.rejected_domains:
+            return "Invalid email address"
+        return None
+
+    def _sms_owner(self, sms: str, email: str) -> FakeContact | None:
+        """Another contact that already has this phone number (Brevo keeps ``SMS`` unique)."""
+        owner = self._phones.get(_digits(sms))
+        if owner is None or owner == email.strip().lower():
+            return None
+        return self.contacts.get(owner)
+
+    def _take_budget(self) -> tuple[dict[str, str], bool]:
+        """Count one request against a fixed window of ``rate_limit.period_seconds``."""
+        limit = self.rate_limit
+        if limit is None:
+            return {}, True
+        now = self.clock()
+        if self._window_start is None or now >= self._window_start + limit.period_seconds:
+            self._window_start, self._window_count = now, 0
+        allowed = self._window_count < limit.requests
+        if allowed:
+            self._window_count += 1
+        reset = self._window_start + limit.period_seconds - now
+        # UNCONFIRMED: whether Brevo's reset can be fractional; the fake sends milliseconds.
+        return {
+            "x-sib-ratelimit-limit": str(limit.requests),
+            "x-sib-ratelimit-remaining": str(limit.requests - self._window_count),
+            "x-sib-ratelimit-reset": f"{max(reset, 0.0):.3f}",
+        }, allowed
+
+    def _injected(self, injection: _Injection, limit_headers: dict[str, str]) -> httpx.Response:
+        assert injection.status is not None
+        if injection.body is not None:
+            response = httpx.Response(
+                injection.status,
+                content=injection.body,
+                headers={"content-type": "application/json"},
+            )
+        elif injection.status >= 500:
+            response = httpx.Response(injection.status, text="upstream failure (injected)")
+        else:
+            response = self._error(injection.status)
+        response.headers.update(limit_headers)
+        response.headers.update(injection.headers)
+        if injection.status == 429 and "x-sib-ratelimit-reset" not in injection.headers:
+            response.headers["x-sib-ratelimit-remaining"] = "0"
+            response.headers["x-sib-ratelimit-reset"] = "1"
+        return response
+
+    def _not_allowed(self, method: str, path: str) -> httpx.Response:
+        return self._error(405, message=f"{method} Method is not allowed on this path {path}")
+
+    def _error(
+        self,
+        status: int,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        default_code, default_message = _ERRORS.get(status, ("error", "Error"))
+        body: dict[str, Any] = {"code": code or default_code, "message": message or default_message}
+        if metadata:
+            body["metadata"] = metadata
+        return httpx.Response(status, json=body, headers=headers)
+
+
+def _json_object(content: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _digits(number: str) -> str:
+    digits = re.sub(r"\D", "", number)
+    return digits[2:] if number.strip().startswith("00") else digits
+
+
+def make_sandbox(options: SandboxOptions) -> Sandbox[BrevoSettings]:
+    """A fake Brevo with one list, and settings that point at it (import mode included)."""
+    from .settings import BrevoSettings
+
+    fake = FakeBrevo(
+        rate_limit=options.rate_limit,
+        failure_rate=options.failure_rate,
+        seed=options.seed,
+        import_delay_seconds=0.2,
+    )
+    settings = BrevoSettings(
+        api_key=fake.api_key,
+        list_id=SANDBOX_LIST_ID,
+        api_base_url=SANDBOX_BASE_URL,
+        import_poll_interval_seconds=0.05,
+        import_timeout_seconds=30.0,
+    )
+    return Sandbox(settings=settings, transport=fake.transport(), fake=fake)

@@ -1,0 +1,16 @@
+"""Registers the Brevo adapter with crmsync (entry point ``brevo`` in the ``crmsync`` group)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from crmsync_core.adapter import AdapterSpec
+from crmsync_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_adapters(register: Callable[[AdapterSpec[Any]], None]) -> None:
+    from .adapter import SPEC
+
+    register(SPEC)

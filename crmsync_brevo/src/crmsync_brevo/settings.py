@@ -1,0 +1,90 @@
+"""Brevo settings, read from ``BREVO_*`` environment variables or passed in code."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from crmsync_core.settings import SyncSettings
+
+DEFAULT_BASE_URL = "https://api.brevo.com/v3"
+_ATTRIBUTE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+class BrevoSettings(SyncSettings):
+    """How to reach Brevo and how contacts map onto its attributes.
+
+    ``BREVO_API_KEY`` is required; everything else has a default. An attribute name set to an empty
+    string (e.g. ``BREVO_ATTRIBUTE_HAS_GMAIL=``) is not sent at all.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BREVO_", extra="ignore", validate_default=True)
+
+    api_key: SecretStr | None = None
+    #: the list contacts are added to; ``None`` (or an empty ``BREVO_LIST_ID``) adds them to no list
+    list_id: int | None = Field(None, ge=1)
+    #: ScraperSky's name for it; point it at a sandbox or a proxy
+    api_base_url: str = DEFAULT_BASE_URL
+
+    #: above this many distinct contacts in one batch, the batch goes through ``POST /contacts/import``
+    import_threshold: int = Field(100, ge=1)
+    #: an import still running after this long is handed back as a transient failure
+    import_timeout_seconds: float = Field(300.0, gt=0)
+    #: first wait between two polls of an import; each later wait doubles, up to 15 s
+    import_poll_interval_seconds: float = Field(1.0, ge=0)
+
+    attribute_firstname: str = "FIRSTNAME"
+    attribute_lastname: str = "LASTNAME"
+    attribute_sms: str = "SMS"
+    attribute_domain_id: str = "DOMAIN_ID"
+    attribute_page_id: str = "PAGE_ID"
+    attribute_email_type: str = "EMAIL_TYPE"
+    attribute_source_url: str = "SOURCE_URL"
+    attribute_has_gmail: str = "HAS_GMAIL"
+
+    @field_validator("list_id", mode="before")
+    @classmethod
+    def _empty_list_id_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(
+                "BREVO_API_BASE_URL must be an http(s) URL such as " + DEFAULT_BASE_URL
+            )
+        return value
+
+    @field_validator(
+        "attribute_firstname",
+        "attribute_lastname",
+        "attribute_sms",
+        "attribute_domain_id",
+        "attribute_page_id",
+        "attribute_email_type",
+        "attribute_source_url",
+        "attribute_has_gmail",
+    )
+    @classmethod
+    def _attribute_name(cls, value: str) -> str:
+        # Brevo attribute names are upper case; accept "fname" and send "FNAME".
+        value = value.strip().upper()
+        if value and not _ATTRIBUTE.match(value):
+            raise ValueError(
+                f"{value!r} is not a Brevo attribute name (letters, digits and underscores)"
+            )
+        return value

@@ -1,0 +1,443 @@
+"""The host-app endpoints (design.md section 7), as a FastAPI router. Needs ``crmsync-core[fastapi]``.
+
+::
+
+    from fastapi import Depends
+    from crmsync_core import Layout
+    from crmsync_core.web import sync_router
+
+    app.include_router(
+        sync_router(
+            engine,                               # the host's AsyncEngine (or a connected Store)
+            layout=Layout.scrapersky(),
+            session=get_db_session,               # optional: a dependency yielding an AsyncSession
+            dependencies=[Depends(get_current_user)],
+        )
+    )
+
+Per CRM that has an installed adapter and columns in the table:
+
+* ``POST {prefix}/{crm}/sync/batch``: queue contacts by id (``{"contact_ids": [...]}``);
+* ``POST {prefix}/{crm}/sync/filtered``: queue every contact matching a filter (:class:`SyncFilter`);
+* ``GET {prefix}/{crm}/status/summary``: counts per sync status, and what is due and retrying;
+
+and ``PUT {prefix}/crm/select``: select or unselect contacts for several CRMs at once.
+
+Queue operations run on the host's session when ``session`` is given (and commit it, as the host's own
+handlers do), else in a transaction of their own. Bad input answers 422 in FastAPI's usual shape
+(``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``); an empty id list is not an error.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.exceptions import HTTPException, RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError
+from .filters import ContactFilter
+from .layout import Layout
+from .plugins import Registry, default_registry
+from .status import SyncStatus
+from .store import QueueResult, Store
+
+#: the most contact ids one request may carry; ``sync/filtered`` queues any number
+MAX_CONTACT_IDS = 10_000
+
+__all__ = [
+    "MAX_CONTACT_IDS",
+    "QueueResponse",
+    "SelectRequest",
+    "SelectResponse",
+    "SummaryResponse",
+    "SyncBatchRequest",
+    "SyncFilter",
+    "sync_router",
+]
+
+
+def _storable(value: str | None) -> str | None:
+    """PostgreSQL text holds neither NUL nor lone surrogates: refuse them as bad input, not a 500."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the database is unavailable"}
+}
+_NOT_JSON: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body is not JSON"},
+    **_UNAVAILABLE,
+}
+
+#: what PostgreSQL text can hold, for API clients and fuzzers
+_TEXT: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
+
+
+class SyncBatchRequest(BaseModel):
+    """Contacts to queue, by id. Ids that match no contact are counted, not refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contact_ids: list[UUID] = Field(max_length=MAX_CONTACT_IDS)
+
+
+class SyncFilter(ContactFilter):
+    """Queue every contact that matches all the given conditions; ``{}`` matches every contact.
+
+    ``processing_status`` and ``sync_status`` are this CRM's; ``processing_status: "none"`` matches
+    contacts it has never processed. ``email_contains`` and ``name_contains`` match case-insensitively.
+    """
+
+    domain_id: UUID | None = None
+    page_id: UUID | None = None
+    email_contains: str | None = Field(None, min_length=1, max_length=320, json_schema_extra=_TEXT)
+    name_contains: str | None = Field(None, min_length=1, max_length=320, json_schema_extra=_TEXT)
+
+    @field_validator("email_contains", "name_contains")
+    @classmethod
+    def _text_is_storable(cls, value: str | None) -> str | None:
+        return _storable(value)
+
+
+class QueueResponse(BaseModel):
+    """What a queue request did."""
+
+    #: now waiting for the CRM
+    queued_count: int
+    #: already selected, queued or being processed: left as they were
+    already_queued_count: int
+    #: not queued because they cannot be synced (no e-mail address): now ``Skipped`` with the reason
+    skipped_count: int
+    #: ids that match no contact (``sync/batch`` only)
+    not_found_count: int = 0
+    message: str
+
+
+class SummaryResponse(BaseModel):
+    """How one CRM's contacts stand: one count per sync status (they add up to ``total_contacts``)."""
+
+    crm: str
+    new: int
+    #: selected by a user and waiting for the CRM
+    selected: int
+    #: queued by the system, or queued again after a transient failure
+    queued: int
+    processing: int
+    complete: int
+    error: int
+    skipped: int
+    total_contacts: int
+    #: waiting contacts whose turn has come (the next run takes them)
+    due: int
+    #: waiting contacts queued again after a transient failure
+    retrying: int
+    #: seconds the longest-waiting due contact has waited (``null`` when nothing is due)
+    oldest_due_seconds: float | None
+
+
+class SelectRequest(BaseModel):
+    """Select contacts for CRMs (queue them) or unselect them (take them out of the queue)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contact_ids: list[UUID] = Field(max_length=MAX_CONTACT_IDS)
+    crms: list[str] = Field(max_length=64)
+    action: Literal["select", "unselect"] = "select"
+
+
+class CrmSelection(BaseModel):
+    #: contacts whose state changed for this CRM
+    updated_count: int
+    #: contacts left as they were (already queued, being processed, or not found)
+    unchanged_count: int
+    #: contacts that cannot be synced (no e-mail address), now ``Skipped`` (``select`` only)
+    skipped_count: int
+
+
+class SelectResponse(BaseModel):
+    action: Literal["select", "unselect"]
+    crms: list[str]
+    #: changes summed over the CRMs
+    updated_count: int
+    results: dict[str, CrmSelection]
+    message: str
+
+
+def sync_router(
+    database: AsyncEngine | Store,
+    *,
+    layout: Layout | None = None,
+    session: Callable[..., Any] | None = None,
+    dependencies: Sequence[Any] = (),
+    prefix: str = "/api/v3/contacts",
+    crms: Iterable[str] | None = None,
+    registry: Registry | None = None,
+    tags: Sequence[str] = ("crm sync",),
+) -> APIRouter:
+    """A router with the crmsync endpoints.
+
+    ``database`` is the host's :class:`AsyncEngine` (the store is opened on it at the first request) or
+    a connected :class:`Store`. ``layout`` says where the CRM columns are (default: the store's, or
+    :meth:`Layout.default`). ``session`` is a FastAPI dependency that yields an ``AsyncSession`` or
+    ``AsyncConnection``: queue operations then run in it and commit it. ``dependencies`` (e.g. the host's
+    auth, ``[Depends(get_current_user)]``) guard every endpoint. ``crms`` defaults to every CRM with an
+    installed adapter (from ``registry``) and columns in the layout.
+    """
+    if isinstance(database, Store):
+        layout = database.layout
+    layout = layout or Layout.default()
+    names = _crm_names(layout, crms, registry)
+    choices: list[JsonValue] = list(names)
+    opener = _StoreOpener(database, layout)
+    handle_dependency = session or _no_session
+
+    router = APIRouter(prefix=prefix, dependencies=list(dependencies), tags=list(tags))
+
+    def crm_name(
+        crm: Annotated[
+            str, Path(description="the CRM to sync with", json_schema_extra={"enum": names})
+        ],
+    ) -> str:
+        if crm not in names:
+            raise _invalid(("path", "crm"), f"unknown CRM {crm[:40]!r}; {_known(names)}", crm)
+        return crm
+
+    class Selection(SelectRequest):
+        """Select contacts for CRMs (queue them) or unselect them (take them out of the queue)."""
+
+        crms: list[str] = Field(
+            max_length=64, json_schema_extra={"items": {"type": "string", "enum": choices}}
+        )
+
+    Crm = Annotated[str, Depends(crm_name)]
+    Handle = Annotated[Any, Depends(handle_dependency)]
+
+    @router.post(
+        "/{crm}/sync/batch",
+        response_model=QueueResponse,
+        operation_id="crmsync_sync_batch",
+        responses=_NOT_JSON,
+        summary="Queue contacts by id",
+    )
+    async def sync_batch(
+        body: SyncBatchRequest,
+        crm: Crm,
+        handle: Handle,
+    ) -> QueueResponse:
+        store = await opener.store()
+        async with _unit_of_work(store, handle) as conn, _as_422(("body",)):
+            result = await store.queue(crm, body.contact_ids, connection=conn)
+        return _queue_response(crm, result)
+
+    @router.post(
+        "/{crm}/sync/filtered",
+        response_model=QueueResponse,
+        operation_id="crmsync_sync_filtered",
+        responses=_NOT_JSON,
+        summary="Queue every contact that matches a filter",
+    )
+    async def sync_filtered(
+        body: SyncFilter,
+        crm: Crm,
+        handle: Handle,
+    ) -> QueueResponse:
+        store = await opener.store()
+        async with _unit_of_work(store, handle) as conn, _as_422(("body",)):
+            result = await store.queue_where(crm, body, connection=conn)
+        return _queue_response(crm, result)
+
+    @router.get(
+        "/{crm}/status/summary",
+        response_model=SummaryResponse,
+        operation_id="crmsync_status_summary",
+        responses=_UNAVAILABLE,
+        summary="Counts per sync status, and what is due and retrying",
+    )
+    async def status_summary(crm: Crm) -> SummaryResponse:
+        store = await opener.store()
+        with _unavailable_as_503():
+            summary = await store.summary(crm)
+        counts = {status: summary.counts.get(status, 0) for status in SyncStatus}
+        return SummaryResponse(
+            crm=crm,
+            new=counts[SyncStatus.NEW],
+            selected=counts[SyncStatus.SELECTED],
+            queued=counts[SyncStatus.QUEUED],
+            processing=counts[SyncStatus.PROCESSING],
+            complete=counts[SyncStatus.COMPLETE],
+            error=counts[SyncStatus.ERROR],
+            skipped=counts[SyncStatus.SKIPPED],
+            total_contacts=summary.total,
+            due=summary.due,
+            retrying=summary.retrying,
+            oldest_due_seconds=summary.oldest_due_seconds,
+        )
+
+    @router.put(
+        "/crm/select",
+        response_model=SelectResponse,
+        operation_id="crmsync_select",
+        responses=_NOT_JSON,
+        summary="Select or unselect contacts for several CRMs",
+    )
+    async def select(body: Selection, handle: Handle) -> SelectResponse:
+        chosen = list(dict.fromkeys(body.crms))
+        for index, crm in enumerate(body.crms):
+            if crm not in names:
+                raise _invalid(
+                    ("body", "crms", index), f"unknown CRM {crm[:40]!r}; {_known(names)}", crm
+                )
+        wanted = len(set(body.contact_ids))
+        results: dict[str, CrmSelection] = {}
+        store = await opener.store()
+        async with _unit_of_work(store, handle) as conn, _as_422(("body",)):
+            for crm in chosen:
+                if body.action == "select":
+                    queued = await store.queue(crm, body.contact_ids, connection=conn)
+                    changed, skipped = queued.queued, queued.skipped
+                else:
+                    changed = await store.unselect(crm, body.contact_ids, connection=conn)
+                    skipped = 0
+                results[crm] = CrmSelection(
+                    updated_count=changed,
+                    unchanged_count=wanted - changed - skipped,
+                    skipped_count=skipped,
+                )
+        updated = sum(r.updated_count for r in results.values())
+        done = "selected" if body.action == "select" else "unselected"
+        if not chosen or not wanted:
+            message = "nothing to do: no contact ids" if not wanted else "nothing to do: no CRMs"
+        else:
+            parts = ", ".join(f"{r.updated_count} for {crm}" for crm, r in results.items())
+            message = f"{done} {parts}"
+        return SelectResponse(
+            action=body.action, crms=chosen, updated_count=updated, results=results, message=message
+        )
+
+    return router
+
+
+def _crm_names(layout: Layout, crms: Iterable[str] | None, registry: Registry | None) -> list[str]:
+    if crms is not None:
+        names = list(dict.fromkeys(crms))
+        for crm in names:
+            layout.columns_for(crm)
+    else:
+        installed = (registry or default_registry()).adapters()
+        names = [crm for crm in layout.crms if crm in installed]
+    if not names:
+        raise ConfigurationError(
+            "no CRM to serve: install an adapter (e.g. pip install crmsync-brevo) whose CRM has "
+            f"columns in table {layout.table!r}, or pass crms="
+        )
+    return names
+
+
+class _StoreOpener:
+    """Opens the store on the host's engine once, at the first request."""
+
+    def __init__(self, database: AsyncEngine | Store, layout: Layout) -> None:
+        self._store = database if isinstance(database, Store) else None
+        self._engine = database if isinstance(database, AsyncEngine) else None
+        self._layout = layout
+        self._lock = asyncio.Lock()
+
+    async def store(self) -> Store:
+        if self._store is None:
+            async with self._lock:
+                if self._store is None:
+                    assert self._engine is not None
+                    with _unavailable_as_503():
+                        self._store = await Store.connect(self._engine, self._layout)
+        return self._store
+
+
+async def _no_session() -> None:
+    return None
+
+
+@asynccontextmanager
+async def _unit_of_work(store: Store, handle: Any) -> AsyncIterator[AsyncConnection]:
+    """A transaction for one request: on the host's session or connection (committed at the end, rolled
+    back on error), else on the store's engine."""
+    with _unavailable_as_503():
+        if handle is None:
+            async with store.engine.begin() as conn:
+                yield conn
+        elif isinstance(handle, AsyncSession):
+            conn = await handle.connection()
+            try:
+                yield conn
+            except BaseException:
+                await handle.rollback()
+                raise
+            await handle.commit()
+        elif isinstance(handle, AsyncConnection):
+            try:
+                yield handle
+            except BaseException:
+                await handle.rollback()
+                raise
+            await handle.commit()
+        else:
+            raise TypeError(
+                "the session dependency must yield an AsyncSession or AsyncConnection, "
+                f"not {type(handle).__name__}"
+            )
+
+
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    try:
+        yield
+    except DatabaseUnavailableError as exc:
+        raise HTTPException(503, "the database is unavailable; try again shortly") from exc
+
+
+@asynccontextmanager
+async def _as_422(loc: tuple[str | int, ...]) -> AsyncIterator[None]:
+    try:
+        yield
+    except InvalidRequestError as exc:
+        raise _invalid(loc, exc.message, None) from exc
+
+
+def _invalid(loc: tuple[str | int, ...], message: str, value: Any) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": loc, "msg": message, "type": "value_error", "input": value}]
+    )
+
+
+def _known(names: Sequence[str]) -> str:
+    return f"this server syncs: {', '.join(names)}"
+
+
+def _queue_response(crm: str, result: QueueResult) -> QueueResponse:
+    parts = [f"queued {result.queued} contacts for {crm}"]
+    if result.already_queued:
+        parts.append(f"{result.already_queued} were already queued")
+    if result.skipped:
+        parts.append(f"{result.skipped} skipped (no e-mail address)")
+    if result.not_found:
+        parts.append(f"{result.not_found} ids match no contact")
+    return QueueResponse(
+        queued_count=result.queued,
+        already_queued_count=result.already_queued,
+        skipped_count=result.skipped,
+        not_found_count=result.not_found,
+        message="; ".join(parts),
+    )

@@ -1,0 +1,490 @@
+"""The Mautic adapter: batch upsert by e-mail through ``POST /api/contacts/batch/new``.
+
+One request carries up to ``MAUTIC_API_BATCH_MAX_LIMIT`` contacts (Mautic's ``api_batch_max_limit``,
+200 by default; Mautic answers 500 above it). Mautic answers 201 for the batch as a whole, with each
+contact's own result under ``statusCodes`` (201 created, 200 matched an existing contact by e-mail,
+4xx rejected) and ``errors``; the remote id kept is Mautic's contact id.
+
+Auth is HTTP Basic (a Mautic user) or OAuth 2 client credentials. An access token is cached until shortly
+before it expires; a 401 drops it, and the request is sent once more with a new token before the run
+stops. Mautic ships with its API, and Basic auth, switched off: both are recognised in its answers, and
+the error names the setting to switch on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from crmsync_core.adapter import AdapterContext, AdapterSpec
+from crmsync_core.contacts import (
+    Contact,
+    Outcome,
+    PermanentFailure,
+    Skipped,
+    Synced,
+    TransientFailure,
+    invalid_email_reason,
+)
+from crmsync_core.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FatalError,
+    PermanentError,
+    TransientError,
+)
+from crmsync_core.http import CrmClient, snippet
+
+from .fake import make_sandbox
+from .mapping import contact_payload
+from .settings import MauticSettings
+
+BATCH_PATH = "/api/contacts/batch/new"
+TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 (a path, not a password)
+#: An access token is renewed this many seconds before Mautic says it expires.
+TOKEN_EXPIRY_MARGIN = 30.0
+_OK = frozenset({200, 201})
+
+
+def api_root(base_url: str) -> str:
+    """The Mautic installation's address, from a base URL given with or without ``/api`` or a slash."""
+    url = base_url.strip().rstrip("/")
+    if url.lower().endswith("/api"):
+        url = url[: -len("/api")].rstrip("/")
+    return url
+
+
+class TokenCache:
+    """One OAuth 2 access token, kept until :data:`TOKEN_EXPIRY_MARGIN` seconds before it expires.
+
+    ``clock`` returns seconds (monotonic); tests pass their own to move time on.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def get(self) -> str | None:
+        """The cached token, or ``None`` when there is none or it is about to expire."""
+        if self._token is not None and self._clock() < self._expires_at - TOKEN_EXPIRY_MARGIN:
+            return self._token
+        return None
+
+    def store(self, token: str, expires_in: float) -> None:
+        self._token = token
+        self._expires_at = self._clock() + expires_in
+
+    def drop(self, token: str) -> None:
+        """Forget ``token`` (Mautic refused it); a newer token another request fetched is kept."""
+        if self._token == token:
+            self._token = None
+
+
+class MauticAdapter:
+    """Pushes contacts to one Mautic installation during one run."""
+
+    def __init__(
+        self,
+        settings: MauticSettings,
+        context: AdapterContext,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` (monotonic seconds) decides when a cached access token has expired."""
+        if not settings.base_url or not settings.base_url.strip():
+            raise ConfigurationError(
+                "mautic: set MAUTIC_BASE_URL to the address of your Mautic, "
+                "e.g. https://mautic.example.com"
+            )
+        root = api_root(settings.base_url)
+        try:
+            url = httpx.URL(root)
+        except httpx.InvalidURL:
+            url = httpx.URL("")
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigurationError(
+                "mautic: MAUTIC_BASE_URL must be an http(s) address such as "
+                f"https://mautic.example.com, not {settings.base_url[:80]!r}"
+            )
+        self._settings = settings
+        self._root = root
+        self._basic: str | None = None
+        self._client_secret: str | None = None
+        secrets: list[str] = []
+        if settings.client_id or settings.client_secret:
+            if not settings.client_id:
+                raise ConfigurationError(
+                    "mautic: MAUTIC_CLIENT_SECRET is set: set MAUTIC_CLIENT_ID too"
+                )
+            if not settings.client_secret or not settings.client_secret.get_secret_value():
+                raise ConfigurationError(
+                    "mautic: MAUTIC_CLIENT_ID is set: set MAUTIC_CLIENT_SECRET too"
+                )
+            self._client_secret = settings.client_secret.get_secret_value()
+            secrets.append(self._client_secret)
+            auth_hint = (
+                "check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET (an OAuth 2 client from Settings > "
+                "API Credentials in Mautic) and that the client's user may create contacts"
+            )
+        elif settings.username or settings.password:
+            password = settings.password.get_secret_value() if settings.password else ""
+            if not settings.username:
+                raise ConfigurationError("mautic: MAUTIC_PASSWORD is set: set MAUTIC_USERNAME too")
+            if not password:
+                raise ConfigurationError("mautic: MAUTIC_USERNAME is set: set MAUTIC_PASSWORD too")
+            self._basic = base64.b64encode(f"{settings.username}:{password}".encode()).decode()
+            secrets += [password, self._basic]
+            auth_hint = "check MAUTIC_USERNAME and MAUTIC_PASSWORD (a Mautic user allowed to create contacts)"
+        else:
+            raise ConfigurationError(
+                "mautic: set MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET (OAuth 2, recommended) or "
+                "MAUTIC_USERNAME and MAUTIC_PASSWORD (HTTP Basic auth)"
+            )
+        self._secrets = secrets
+        self._tokens = TokenCache(clock)
+        self._issued: list[str] = []
+        self._token_lock = asyncio.Lock()
+        self._client = CrmClient(
+            context,
+            crm="mautic",
+            base_url=root,
+            headers={"Accept": "application/json"},
+            secrets=secrets,
+            auth_hint=auth_hint,
+            timeout=settings.timeout_seconds,
+            rate_limit_reset=_rate_limit_reset,
+            inspect=self._inspect,
+        )
+
+    def __repr__(self) -> str:
+        mode = "basic" if self._basic else "oauth2"
+        return f"MauticAdapter(base_url={self._root!r}, auth={mode!r})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- push ---------------------------------------------------------------------------------------
+
+    async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
+        outcomes: list[Outcome] = []
+        sendable: list[Contact] = []
+        for contact in contacts:
+            reason = invalid_email_reason(contact.email)
+            if reason is None:
+                sendable.append(contact)
+            else:
+                outcomes.append(Skipped(contact.id, reason))
+        limit = self._settings.api_batch_max_limit
+        for start in range(0, len(sendable), limit):
+            chunk = sendable[start : start + limit]
+            try:
+                outcomes += await self._push_batch(chunk)
+            except TransientError as exc:
+                outcomes += [TransientFailure(c.id, exc.message, exc.retry_after) for c in chunk]
+            except PermanentError as exc:
+                outcomes += [PermanentFailure(c.id, exc.message) for c in chunk]
+        return outcomes
+
+    async def _push_batch(self, contacts: Sequence[Contact]) -> list[Outcome]:
+        payload = [
+            contact_payload(c, field_aliases=self._settings.field_aliases, tags=self._settings.tags)
+            for c in contacts
+        ]
+        response = await self._send(BATCH_PATH, payload)
+        status = response.status_code
+        if status in _OK:
+            return self._outcomes(contacts, payload, response)
+        said = self._client.body_snippet(response)
+        if status in (400, 422):
+            raise PermanentError(f"mautic rejected the batch (HTTP {status}): {said}")
+        if status in (404, 405):
+            raise FatalError(
+                f"mautic: no contacts API at {self._root}{BATCH_PATH} (HTTP {status}): check "
+                "MAUTIC_BASE_URL (the address you open Mautic at, e.g. https://mautic.example.com)"
+            )
+        if 300 <= status < 400:
+            location = self._client.redact(response.headers.get("location", "?"))
+            raise FatalError(
+                f"mautic: {self._root}{BATCH_PATH} redirects to {location} (HTTP {status}): set "
+                "MAUTIC_BASE_URL to the address Mautic is served at (https?), and check that the API "
+                "is enabled in Mautic's Configuration > API Settings"
+            )
+        if status == 413:
+            raise FatalError(
+                f"mautic: the server refused a batch of {len(contacts)} contacts as too large "
+                "(HTTP 413): lower MAUTIC_API_BATCH_MAX_LIMIT"
+            )
+        raise self._client.malformed(response, "HTTP 201 with statusCodes")
+
+    # -- auth ---------------------------------------------------------------------------------------
+
+    async def _send(self, path: str, payload: Any) -> httpx.Response:
+        """POST ``payload``; with OAuth 2, a 401 or 403 gets one retry with a new token."""
+        token = await self._access_token()
+        try:
+            return await self._client.request("POST", path, json=payload, headers=self._auth(token))
+        except AuthenticationError:
+            if token is None:
+                raise
+        self._tokens.drop(token)
+        token = await self._access_token()
+        return await self._client.request("POST", path, json=payload, headers=self._auth(token))
+
+    def _auth(self, token: str | None) -> dict[str, str]:
+        if token is not None:
+            return {"Authorization": f"Bearer {token}"}
+        return {"Authorization": f"Basic {self._basic}"}
+
+    async def _access_token(self) -> str | None:
+        """The OAuth 2 access token (``None`` with Basic auth), fetched when none is cached."""
+        if self._basic is not None:
+            return None
+        token = self._tokens.get()
+        if token is not None:
+            return token
+        async with self._token_lock:
+            token = self._tokens.get()  # another request may have fetched one meanwhile
+            if token is None:
+                token = await self._fetch_token()
+            return token
+
+    async def _fetch_token(self) -> str:
+        assert self._settings.client_id is not None
+        assert self._client_secret is not None
+        response = await self._client.request(
+            "POST",
+            TOKEN_PATH,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self._settings.client_id,
+                "client_secret": self._client_secret,
+            },
+        )
+        status = response.status_code
+        if status in (400, 401, 403):  # 401/403 normally end in CrmClient with the auth hint
+            # FOSOAuthServer answers 400 invalid_client / unauthorized_client for bad credentials.
+            raise AuthenticationError(
+                f"mautic refused the OAuth 2 client credentials (HTTP {status} on POST {TOKEN_PATH}): "
+                "check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET (an OAuth 2 client from Settings > "
+                "API Credentials in Mautic). Mautic said: "
+                f"{self._client.body_snippet(response)}"
+            )
+        if status in (404, 405):
+            raise FatalError(
+                f"mautic: no OAuth 2 token endpoint at {self._root}{TOKEN_PATH} (HTTP {status}): check "
+                "MAUTIC_BASE_URL and that the API is enabled in Mautic's Configuration > API Settings"
+            )
+        if status not in _OK:
+            raise self._client.malformed(response, "HTTP 200 with an access_token")
+        body = self._client.json(response)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise self._client.malformed(response, "an access_token")
+        # The token is a secret from now on: keep it out of every message CrmClient builds.
+        self._issued.append(token)
+        self._client.redact.add(token)
+        expires_in = body.get("expires_in")
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+            expires_in = 3600.0  # Mautic's default access token lifetime
+        self._tokens.store(token, float(expires_in))
+        return token
+
+    def _inspect(self, response: httpx.Response) -> None:
+        """Recognise Mautic's answers that no retry or token can fix, before the generic handling."""
+        status = response.status_code
+        if status not in (401, 403, 500):
+            return
+        text = response.content[:2000].decode("utf-8", errors="replace").lower()
+        said = self._client.body_snippet(response)
+        if status == 500 and "entities are supported at a time" in text:
+            raise FatalError(
+                "mautic: the batch is larger than Mautic's api_batch_max_limit: set "
+                "MAUTIC_API_BATCH_MAX_LIMIT to Mautic's limit or lower. Mautic said: " + said
+            )
+        if status == 500:
+            return
+        # Mautic's ApiSubscriber answers 403 {"errors": [{"type": "api_disabled", ...}]} while the API
+        # is off, and "Basic Auth disabled ..." (type access_denied) for Basic credentials while Basic auth
+        # is off; older versions put the same translated messages in other shapes, so the text is matched.
+        if "api_disabled" in text or "api disabled" in text:
+            raise FatalError(
+                'mautic: the API is disabled in Mautic: set "API enabled?" to Yes (api_enabled) in '
+                f"Configuration > API Settings, then clear Mautic's cache. Mautic said: {said}"
+            )
+        if "basic auth disabled" in text or "basic.auth.disabled" in text:
+            raise FatalError(
+                'mautic: HTTP basic auth is disabled in Mautic: set "Enable HTTP basic auth?" to Yes '
+                "(api_enable_basic_auth) in Configuration > API Settings, or use an OAuth 2 client "
+                f"(MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET). Mautic said: {said}"
+            )
+
+    # -- the batch answer ---------------------------------------------------------------------------
+
+    def _outcomes(
+        self,
+        contacts: Sequence[Contact],
+        payload: Sequence[Mapping[str, Any]],
+        response: httpx.Response,
+    ) -> list[Outcome]:
+        body = self._client.json(response)
+        if not isinstance(body, dict) or ("statusCodes" not in body and "contacts" not in body):
+            raise self._client.malformed(response, "contacts and statusCodes")
+        size = len(contacts)
+        codes = _by_index(body.get("statusCodes"), size)
+        if codes is None or not all(isinstance(c, int) for c in codes.values()):
+            raise self._client.malformed(response, "statusCodes keyed by request index")
+        failed = [i for i in range(size) if i in codes and codes[i] not in _OK]
+        errors = _by_index(body.get("errors"), size, failed if codes else None)
+        if errors is None:
+            raise self._client.malformed(response, "errors keyed by request index")
+        succeeded = [i for i in range(size) if (codes.get(i) in _OK if codes else i not in errors)]
+        records = _by_index(body.get("contacts"), size, succeeded)
+        if records is None:
+            raise self._client.malformed(response, "contacts keyed by request index")
+
+        outcomes: list[Outcome] = []
+        for index, contact in enumerate(contacts):
+            error = errors.get(index)
+            record = records.get(index)
+            code = codes.get(index)
+            if code is None:
+                error_code = error.get("code") if isinstance(error, dict) else None
+                if isinstance(error_code, int) and not isinstance(error_code, bool):
+                    code = error_code
+                elif error is None and record is not None:
+                    code = 201
+            outcomes.append(self._outcome(contact, payload[index], code, record, error))
+        return outcomes
+
+    def _outcome(
+        self,
+        contact: Contact,
+        sent: Mapping[str, Any],
+        code: int | None,
+        record: Any,
+        error: Any,
+    ) -> Outcome:
+        if code in _OK:
+            remote_id = record.get("id") if isinstance(record, dict) else None
+            if (
+                isinstance(remote_id, bool)
+                or not isinstance(remote_id, int | str)
+                or remote_id == ""
+            ):
+                return TransientFailure(
+                    contact.id, f"mautic answered HTTP {code} for this contact without its id"
+                )
+            echoed = _record_email(record)
+            if echoed is not None and echoed.strip().lower() != str(sent["email"]).lower():
+                # Never store another contact's id: a mis-numbered answer is retried instead.
+                return TransientFailure(
+                    contact.id, "mautic's answer for this contact's position holds another e-mail"
+                )
+            return Synced(contact.id, str(remote_id))
+        reason = self._error_text(error)
+        if code is None:
+            return TransientFailure(contact.id, "mautic's answer has no result for this contact")
+        if code in (401, 403):
+            raise FatalError(
+                f"mautic refused to create contacts (HTTP {code}): give the Mautic API user (or the "
+                f"OAuth 2 client's user) permission to create and edit contacts. Mautic said: {reason}"
+            )
+        if code == 429 or code >= 500:
+            return TransientFailure(contact.id, f"mautic: HTTP {code} for this contact: {reason}")
+        if 400 <= code < 500:
+            return PermanentFailure(
+                contact.id, f"mautic rejected the contact (HTTP {code}): {reason}"
+            )
+        return TransientFailure(
+            contact.id, f"mautic: unexpected HTTP {code} for this contact: {reason}"
+        )
+
+    def _error_text(self, error: Any) -> str:
+        if isinstance(error, dict):
+            message = str(error.get("message") or "").strip()
+            details = error.get("details")
+            if isinstance(details, dict):
+                for field, problems in details.items():
+                    problems = problems if isinstance(problems, list) else [problems]
+                    text = f"{field}: {'; '.join(map(str, problems))}"
+                    if text not in message:
+                        message = f"{message} {text}".strip()
+        elif error is not None:
+            message = str(error)
+        else:
+            message = ""
+        return self._client.redact(snippet(message or "(no error message)", 300))
+
+
+def _by_index(
+    value: Any, size: int, expected: Sequence[int] | None = None
+) -> dict[int, Any] | None:
+    """A per-contact map from Mautic's answer, keyed by request index; ``None`` when malformed.
+
+    PHP serialises an array keyed ``0..n-1`` as a JSON list and any other as an object keyed by index,
+    so a list is positional. A list as long as the indices that ``expected`` says should be there, and
+    shorter than the batch, is taken to hold exactly those, in order (a re-numbered array).
+    """
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        result: dict[int, Any] = {}
+        for key, item in value.items():
+            try:
+                index = int(key)
+            except (TypeError, ValueError):
+                return None
+            result[index] = item
+        return result
+    if isinstance(value, list):
+        if expected is not None and len(value) != size and len(value) == len(expected):
+            return dict(zip(expected, value, strict=True))
+        return dict(enumerate(value))
+    return None
+
+
+def _record_email(record: Mapping[str, Any]) -> str | None:
+    fields = record.get("fields")
+    if isinstance(fields, dict):
+        every = fields.get("all")
+        if isinstance(every, dict) and isinstance(every.get("email"), str):
+            return str(every["email"])
+    return None
+
+
+def _rate_limit_reset(response: httpx.Response) -> float | None:
+    """Seconds until Mautic's API rate limit window resets, on a 429.
+
+    Mautic's rate limiter (noxlogic/ratelimit-bundle) sends ``X-RateLimit-Reset`` as a Unix time
+    (UNCONFIRMED: a small number is read as seconds from now). ``Retry-After`` wins when present.
+    """
+    if response.status_code != 429:
+        return None
+    raw = response.headers.get("x-ratelimit-reset")
+    if not raw:
+        return None
+    try:
+        reset = float(raw)
+    except ValueError:
+        return None
+    if reset > 1_000_000_000:
+        reset -= time.time()
+    return max(0.0, reset)
+
+
+SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
+    name="mautic",
+    settings_model=MauticSettings,
+    factory=MauticAdapter,
+    max_batch_size=200,
+    rate_limit=None,
+    partial_success=True,
+    sandbox=make_sandbox,
+    description="Mautic (self-hosted): batch upsert by e-mail, HTTP Basic or OAuth 2 auth",
+)

@@ -1,0 +1,16 @@
+"""Registers the Mautic adapter with crmsync (entry point ``mautic`` in the ``crmsync`` group)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from crmsync_core.adapter import AdapterSpec
+from crmsync_core.hookspecs import hookimpl
+
+from .adapter import SPEC
+
+
+@hookimpl
+def register_adapters(register: Callable[[AdapterSpec[Any]], None]) -> None:
+    register(SPEC)

@@ -1,0 +1,245 @@
+"""A fake n8n instance with one Webhook node, for the tests, the demo and the benchmarks.
+
+It answers like n8n's Webhook node (n8n 1.x): the production URL ``/webhook/<path>`` while the workflow
+is active, the test URL ``/webhook-test/<path>`` for one call after :meth:`FakeN8n.listen`, 404
+``"The requested webhook ... is not registered."`` otherwise; Basic Auth answers 401 without and 403 with
+wrong credentials, Header Auth 403; ``onReceived`` answers 200 ``{"message": "Workflow was started"}``
+at once, ``lastNode`` answers with the last node's output (here ``{"executionId": ...}``) or 500 when the
+workflow fails. Bodies larger than ``max_payload_bytes`` (n8n's ``N8N_PAYLOAD_SIZE_MAX``, 16 MiB) get 413.
+n8n itself has no rate limit: :class:`~crmsync_core.adapter.SandboxOptions.rate_limit` plays a reverse
+proxy in front of it (429 with ``Retry-After``), and injected failures are a proxy's 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from pydantic import SecretStr
+
+from crmsync_core.adapter import Sandbox, SandboxOptions
+from crmsync_core.ratelimit import RateLimit
+
+from .settings import N8nSettings
+
+SANDBOX_URL = "https://n8n.sandbox.invalid"
+SANDBOX_PATH = "scrapersky-contacts"
+SANDBOX_SECRET = "sandbox-n8n-webhook-secret"  # noqa: S105 (the fake's own, public credential)
+SANDBOX_WORKFLOW_ID = "wf-scrapersky-contacts"
+PAYLOAD_SIZE_MAX = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request the Webhook node accepted: what a workflow sees as ``$json``."""
+
+    execution_id: str
+    path: str
+    #: header names lower-cased, as n8n gives them to the workflow
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get("idempotency-key")
+
+
+@dataclass
+class FakeN8n:
+    """An n8n instance with one workflow whose Webhook node listens for POSTs on ``path``."""
+
+    path: str = SANDBOX_PATH
+    #: the node's authentication: ``header`` is Header Auth (name and value must match exactly)
+    auth: Literal["none", "header", "basic"] = "none"
+    header_name: str = "Authorization"
+    header_value: str = ""
+    user: str = ""
+    password: str = ""
+    response_mode: Literal["onReceived", "lastNode"] = "onReceived"
+    #: production URLs answer only while the workflow is active
+    active: bool = True
+    #: in ``lastNode`` mode, the workflow fails (500) instead of answering
+    workflow_fails: bool = False
+    workflow_id: str = SANDBOX_WORKFLOW_ID
+    max_payload_bytes: int = PAYLOAD_SIZE_MAX
+    #: share of requests a proxy in front of n8n answers with 503
+    failure_rate: float = 0.0
+    #: requests per period a proxy in front of n8n lets through before answering 429
+    rate_limit: RateLimit | None = None
+    seed: int = 0
+    received: list[Received] = field(default_factory=list)
+    #: every request that reached the fake, accepted or not
+    requests: int = 0
+    #: the contacts the workflow holds, by ``contact_id`` (an array is split, like a Split Out node)
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: requests whose idempotency key had been seen before (what a de-duplicating workflow drops)
+    duplicates: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._listening = False
+        self._sent: deque[float] = deque()
+        self._keys: set[str] = set()
+        self._executions = 0
+
+    @classmethod
+    def with_bearer(cls, secret: str, **options: Any) -> FakeN8n:
+        """Header Auth with name ``Authorization`` and value ``Bearer <secret>`` (ScraperSky's setup)."""
+        return cls(auth="header", header_value=f"Bearer {secret}", **options)
+
+    def listen(self) -> None:
+        """Click "Listen for test event": the test URL answers the next call, once."""
+        self._listening = True
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        self.requests += 1
+        if self.rate_limit is not None and (wait := self._throttle()) is not None:
+            return httpx.Response(
+                429, headers={"Retry-After": str(math.ceil(wait))}, text="Too Many Requests"
+            )
+        if self.failure_rate and self._rng.random() < self.failure_rate:
+            return httpx.Response(
+                503,
+                headers={"Content-Type": "text/html"},
+                text="<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+            )
+        route = self._route(request)
+        if isinstance(route, httpx.Response):
+            return route
+        refused = self._check_auth(request)
+        if refused is not None:
+            return refused
+        if len(request.content) > self.max_payload_bytes:
+            # UNCONFIRMED: n8n's exact 413 body; the status is what its body parser answers.
+            return _json(413, {"code": 413, "message": "request entity too large"})
+        return self._run(route, request)
+
+    # -- n8n's behaviour ----------------------------------------------------------------------------
+
+    def _route(self, request: httpx.Request) -> str | httpx.Response:
+        path = request.url.path
+        for prefix, live in (("/webhook/", self.active), ("/webhook-test/", self._listening)):
+            if path == f"{prefix}{self.path}" and live:
+                if request.method != "POST":
+                    return _json(
+                        404,
+                        {
+                            "code": 404,
+                            "message": f"This webhook is not registered for {request.method} "
+                            "requests. Did you mean to make a POST request?",
+                        },
+                    )
+                if prefix == "/webhook-test/":
+                    self._listening = False
+                return path
+        test = path.startswith("/webhook-test/")
+        webhook = path.split("/", 2)[-1] if path.count("/") >= 2 else path
+        hint = (
+            "Click the 'Execute workflow' button on the canvas, then try again. (In test mode, "
+            "the webhook only works for one call after you click this button)"
+            if test
+            else "The workflow must be active for a production URL to run successfully. You can "
+            "activate the workflow using the toggle in the top-right of the editor."
+        )
+        return _json(
+            404,
+            {
+                "code": 404,
+                "message": f'The requested webhook "{request.method} {webhook}" is not registered.',
+                "hint": hint,
+            },
+        )
+
+    def _check_auth(self, request: httpx.Request) -> httpx.Response | None:
+        if self.auth == "none":
+            return None
+        if self.auth == "header":
+            if request.headers.get(self.header_name) != self.header_value:
+                return _auth_error(403)
+            return None
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "basic" or not token:
+            return _auth_error(401)
+        try:
+            user, _, password = base64.b64decode(token).decode().partition(":")
+        except ValueError:
+            return _auth_error(403)
+        if (user, password) != (self.user, self.password):
+            return _auth_error(403)
+        return None
+
+    def _run(self, path: str, request: httpx.Request) -> httpx.Response:
+        self._executions += 1
+        execution_id = str(self._executions)
+        try:
+            body: Any = json.loads(request.content) if request.content else {}
+        except ValueError:
+            body = request.content.decode("utf-8", errors="replace")
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        received = Received(execution_id, path, headers, body)
+        self.received.append(received)
+        key = received.idempotency_key
+        if key is not None:
+            if key in self._keys:
+                self.duplicates += 1
+            self._keys.add(key)
+        for item in body if isinstance(body, list) else [body]:
+            if isinstance(item, dict) and "contact_id" in item:
+                self.contacts[str(item["contact_id"])] = item
+        if self.response_mode == "onReceived":
+            return _json(200, {"message": "Workflow was started"})
+        if self.workflow_fails:
+            # UNCONFIRMED: n8n's exact body when a lastNode workflow fails; the status is 500.
+            return _json(500, {"code": 0, "message": "Error in workflow"})
+        return _json(200, {"executionId": execution_id, "workflowId": self.workflow_id})
+
+    def _throttle(self) -> float | None:
+        assert self.rate_limit is not None
+        now = time.monotonic()
+        period = self.rate_limit.period_seconds
+        while self._sent and self._sent[0] <= now - period:
+            self._sent.popleft()
+        if len(self._sent) >= self.rate_limit.requests:
+            return self._sent[0] + period - now
+        self._sent.append(now)
+        return None
+
+
+def _json(status: int, body: object) -> httpx.Response:
+    return httpx.Response(status, json=body)
+
+
+def _auth_error(status: int) -> httpx.Response:
+    message = "Authorization is required!" if status == 401 else "Authorization data is wrong!"
+    return httpx.Response(
+        status, headers={"WWW-Authenticate": 'Basic realm="Webhook"'}, text=message
+    )
+
+
+def make_sandbox(options: SandboxOptions) -> Sandbox[N8nSettings]:
+    """A :class:`FakeN8n` behind Header Auth ``Authorization: Bearer <secret>``, and settings for it."""
+    fake = FakeN8n.with_bearer(
+        SANDBOX_SECRET,
+        failure_rate=options.failure_rate,
+        rate_limit=options.rate_limit,
+        seed=options.seed,
+    )
+    settings = N8nSettings(
+        webhook_url=f"{SANDBOX_URL}/webhook/{SANDBOX_PATH}",
+        webhook_secret=SecretStr(SANDBOX_SECRET),
+        webhook_auth="bearer",
+        workflow_id=SANDBOX_WORKFLOW_ID,
+    )
+    return Sandbox(settings=settings, transport=fake.transport(), fake=fake)
