@@ -86,10 +86,11 @@ class SandboxOptions:
 
 @dataclass(slots=True)
 class Sandbox(Generic[SettingsT]):
-    """An in-process stand-in for a CRM: settings that point at it, and the transport that serves it."""
+    """An in-process stand-in for a CRM: settings that point at it, and the transport that serves it
+    (``None`` for adapters that send no HTTP, like the core's sandbox adapter)."""
 
     settings: SettingsT
-    transport: httpx.AsyncBaseTransport
+    transport: httpx.AsyncBaseTransport | None
     #: the stateful fake behind the transport, for inspection (contacts it holds, requests it saw)
     fake: Any = None
 

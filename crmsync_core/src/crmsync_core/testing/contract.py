@@ -108,7 +108,9 @@ class AdapterContract:
     @pytest.fixture
     def sandbox(self) -> Sandbox[Any]:
         assert self.spec.sandbox is not None, "the contract needs the spec's sandbox"
-        return self.spec.sandbox(SandboxOptions())
+        sandbox = self.spec.sandbox(SandboxOptions())
+        assert sandbox.transport is not None, "the contract drives adapters that speak HTTP"
+        return sandbox
 
     @pytest.fixture
     def secrets(self, sandbox: Sandbox[Any]) -> list[str]:
@@ -129,6 +131,7 @@ class AdapterContract:
     async def push(
         self, sandbox: Sandbox[Any], contacts: Sequence[Contact], respond: Responder | None = None
     ) -> tuple[list[Outcome], RecordingTransport]:
+        assert sandbox.transport is not None
         transport = RecordingTransport(sandbox.transport, respond)
         adapter = self.spec.factory(sandbox.settings, AdapterContext.for_testing(transport))
         try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from ..adapter import AdapterContext, AdapterSpec
+from ..adapter import AdapterContext, AdapterSpec, Sandbox, SandboxOptions
 from ..contacts import (
     Contact,
     Outcome,
@@ -50,6 +50,10 @@ class SandboxCrm:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+
+    def reseed(self, seed: int) -> None:
+        self.seed = seed
+        self._rng = random.Random(seed)
 
     def upsert(self, email: str) -> str:
         key = email.strip().lower()
@@ -110,6 +114,12 @@ def sandbox_adapter_spec(
 ) -> AdapterSpec[SandboxSettings]:
     """An adapter spec bound to ``crm`` (a fresh :class:`SandboxCrm` by default)."""
     target = crm or SandboxCrm()
+
+    def sandbox(options: SandboxOptions) -> Sandbox[SandboxSettings]:
+        target.failure_rate = options.failure_rate
+        target.reseed(options.seed)
+        return Sandbox(settings=SandboxSettings(), transport=None, fake=target)
+
     return AdapterSpec(
         name=name,
         settings_model=SandboxSettings,
@@ -118,5 +128,6 @@ def sandbox_adapter_spec(
         rate_limit=rate_limit,
         partial_success=True,
         remote_id_column=remote_id_column,
+        sandbox=sandbox,
         description="an in-memory CRM for demos, tests and benchmarks",
     )
