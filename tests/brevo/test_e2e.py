@@ -11,7 +11,7 @@ import pytest
 import crmsync_brevo.plugin
 from crmsync_brevo import BrevoSettings, FakeBrevo
 from crmsync_brevo.fake import SANDBOX_BASE_URL, SANDBOX_LIST_ID
-from crmsync_core import Engine, Layout, Store, SyncStatus
+from crmsync_core import Engine, Layout, ProcessingStatus, Store, SyncStatus
 from crmsync_core.plugins import Registry
 from crmsync_core.ratelimit import RateLimit, TokenBucket
 from crmsync_core.retry import NO_WAIT
@@ -166,8 +166,10 @@ async def test_a_refused_key_leaves_every_contact_queued(store: Store, fake: Fak
     assert "xkeysib-revoked-000000000000" not in report.stopped
     assert report.synced == report.failed == report.retrying == 0
     states = await states_of(store, rows)
-    assert {(s.sync_status, s.attempts, s.error) for s in states.values()} == {
-        (SyncStatus.QUEUED, 0, None)
+    # Claimed contacts go back as Queued; those the run never reached stay as the user left them.
+    assert {s.sync_status for s in states.values()} <= {SyncStatus.QUEUED, SyncStatus.SELECTED}
+    assert {(s.processing_status, s.attempts, s.error) for s in states.values()} == {
+        (ProcessingStatus.QUEUED, 0, None)
     }
 
 
@@ -177,7 +179,9 @@ async def test_an_unknown_list_stops_the_run(store: Store, fake: FakeBrevo) -> N
     assert report.stopped is not None
     assert "BREVO_LIST_ID" in report.stopped
     states = await states_of(store, rows)
-    assert {(s.sync_status, s.attempts) for s in states.values()} == {(SyncStatus.QUEUED, 0)}
+    assert {(s.processing_status, s.attempts) for s in states.values()} == {
+        (ProcessingStatus.QUEUED, 0)
+    }
 
 
 async def test_a_failed_import_is_retried_not_completed(store: Store, fake: FakeBrevo) -> None:

@@ -31,6 +31,8 @@ from .status import ALREADY_QUEUED, SELECTABLE, TRANSITIONS, Event, ProcessingSt
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
 ID_CHUNK = 2_000
+#: outcomes per UPDATE ... FROM (VALUES ...) statement (up to 5 parameters each)
+RECORD_CHUNK = 1_000
 _STATUS_LENGTH = 16
 
 
@@ -638,20 +640,11 @@ class Store:
         written = 0
         async with self._transaction(None) as conn:
             for event, group in groups.items():
-                statement = self._record_statement(c, event)
-                params = [self._record_params(c, claim, r, now) for r in group]
-                if conn.dialect.supports_sane_multi_rowcount:
-                    written += max((await conn.execute(statement, params)).rowcount, 0)
-                elif c.names.claim_is_token:
-                    # asyncpg reports no executemany row counts; with a claim token a row can really be
-                    # stale, so each row is its own statement (same transaction) to count them.
-                    for one in params:
-                        written += max((await conn.execute(statement, one)).rowcount, 0)
-                else:
-                    # Without a claim token of its own (shared layouts) a stale row cannot be told
-                    # apart, so the fast path is taken and every row counts as written.
-                    await conn.execute(statement, params)
-                    written += len(params)
+                for start in range(0, len(group), RECORD_CHUNK):
+                    statement = self._record_statement(
+                        c, event, claim, group[start : start + RECORD_CHUNK], now
+                    )
+                    written += max((await conn.execute(statement)).rowcount, 0)
         return RecordResult(written, len(resolutions) - written)
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
@@ -803,50 +796,53 @@ class Store:
     def _release_values(self, c: _Crm) -> dict[str, Any]:
         return {c.names.claimed_at: None} if c.names.claim_is_token else {}
 
-    def _record_statement(self, c: _Crm, event: Event) -> Any:
-        key = f"record:{event.value}"
-        if key in c.statements:
-            return c.statements[key]
+    def _record_statement(
+        self, c: _Crm, event: Event, claim: Claim, group: Sequence[Resolution], now: datetime
+    ) -> Any:
+        """One ``UPDATE ... FROM (VALUES ...)`` for a group of contacts that met the same event: one
+        statement and one exact row count, whatever the driver."""
         condition, values = self._transition(c, event)
-        where = [self._id_column == sa.bindparam("_id"), condition]
-        if c.names.claim_is_token:
-            where.append(c.claimed_at == sa.bindparam("_claimed", type_=c.claimed_at.type))
-        values[c.names.error] = sa.bindparam("_error", type_=c.error.type)
+        columns = [sa.column("contact_id", self._id_column.type), sa.column("error", c.error.type)]
+        rows: list[tuple[Any, ...]] = [(r.contact_id, r.error) for r in group]
         if event is Event.SUCCEED:
-            values[c.names.remote_id] = sa.bindparam("_remote_id", type_=c.remote_id.type)
+            columns.append(sa.column("remote_id", c.remote_id.type))
+            rows = [(*row, r.remote_id) for row, r in zip(rows, group, strict=True)]
         if event in (Event.RETRY, Event.FAIL):
-            values[c.names.attempts] = sa.bindparam("_attempts", type_=c.attempts.type)
-            values[c.names.next_attempt_at] = sa.bindparam("_next", type_=c.next_attempt_at.type)
+            columns += [
+                sa.column("attempts", c.attempts.type),
+                sa.column("next_attempt_at", c.next_attempt_at.type),
+            ]
+            rows = [
+                (*row, r.attempts, self._at(c.next_attempt_at, r.next_attempt_at))
+                for row, r in zip(rows, group, strict=True)
+            ]
+        # A CTE rather than FROM (VALUES ...) AS alias (columns): SQLite only knows the former.
+        outcome = sa.values(*columns, name="outcome").data(rows).cte("outcome")
+        where = [self._id_column == outcome.c.contact_id, condition]
+        if c.names.claim_is_token:
+            where.append(c.claimed_at == self._at(c.claimed_at, claim.claimed_at))
+            values[c.names.claimed_at] = None
+        values[c.names.error] = self._typed(outcome.c.error, c.error)
+        if event is Event.SUCCEED:
+            values[c.names.remote_id] = self._typed(outcome.c.remote_id, c.remote_id)
+        if event in (Event.RETRY, Event.FAIL):
+            values[c.names.attempts] = self._typed(outcome.c.attempts, c.attempts)
+            values[c.names.next_attempt_at] = self._typed(
+                outcome.c.next_attempt_at, c.next_attempt_at
+            )
             if c.last_attempt_at is not None and c.names.last_attempt_at:
-                values[c.names.last_attempt_at] = sa.bindparam("_now", type_=c.last_attempt_at.type)
+                values[c.names.last_attempt_at] = self._at(c.last_attempt_at, now)
             if c.failed_crm is not None and c.names.failed_crm:
                 values[c.names.failed_crm] = c.names.crm
-        if c.names.claim_is_token:
-            values[c.names.claimed_at] = None
-        if self.layout.updated_at:
-            values[self.layout.updated_at] = sa.bindparam(
-                "_updated", type_=self.table.c[self.layout.updated_at].type
-            )
-        statement = sa.update(self.table).where(*where).values(values)
-        c.statements[key] = statement
-        return statement
+        values |= self._touch(now)
+        return sa.update(self.table).where(*where).values(values)
 
-    def _record_params(self, c: _Crm, claim: Claim, r: Resolution, now: datetime) -> dict[str, Any]:
-        params: dict[str, Any] = {"_id": r.contact_id, "_error": r.error}
-        if c.names.claim_is_token:
-            params["_claimed"] = self._at(c.claimed_at, claim.claimed_at)
-        if r.event is Event.SUCCEED:
-            params["_remote_id"] = r.remote_id
-        if r.event in (Event.RETRY, Event.FAIL):
-            params["_attempts"] = r.attempts
-            params["_next"] = (
-                self._at(c.next_attempt_at, r.next_attempt_at) if r.next_attempt_at else None
-            )
-            if c.last_attempt_at is not None:
-                params["_now"] = self._at(c.last_attempt_at, now)
-        if self.layout.updated_at:
-            params["_updated"] = self._at(self.table.c[self.layout.updated_at], now)
-        return params
+    def _typed(self, value: sa.ColumnElement[Any], column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+        # PostgreSQL types a VALUES column whose rows are all NULL as text; say what it holds. (SQLite's
+        # CAST would turn a timestamp into a number, and it needs no help.)
+        if self.dialect == "postgresql":
+            return sa.cast(value, column.type)
+        return value
 
     def _filter_clause(self, crm: str, f: ContactFilter) -> sa.ColumnElement[bool]:
         c = self._crm(crm)

@@ -1,0 +1,198 @@
+"""Benchmarks of the core on PostgreSQL (issue 2, item 11). Each prints one markdown table row.
+
+    .venv/bin/python -m bench.core throughput --contacts 100000   (a) engine, sandbox adapter, batches of 100
+    .venv/bin/python -m bench.core baseline --contacts 10000      (b) claim 10, one request + one transaction each
+    .venv/bin/python -m bench.core compare --contacts 100000      (a) and (b) in one run, and their ratio
+    .venv/bin/python -m bench.core filter --contacts 1000000      (c) queue by filter over N contacts
+    .venv/bin/python -m bench.core memory                         (d) peak RSS of (a) at 100,000 and 1,000,000
+
+Each run creates its own database on the local server (CRMSYNC_BENCH_POSTGRES_URL, default
+postgresql://postgres@127.0.0.1:5432/test for the admin connection) and drops it afterwards. Seeding uses
+``generate_series`` and is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from crmsync_core import ContactFilter, Engine, Layout, Registry, Store, hookimpl
+from crmsync_core.retry import NO_WAIT
+from crmsync_core.status import Event
+from crmsync_core.store import Resolution
+from crmsync_core.testing import SandboxCrm, SandboxSettings, sandbox_adapter_spec
+
+ADMIN_URL = os.environ.get(
+    "CRMSYNC_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+CRM = "sandbox"
+
+
+class _Plugin:
+    def __init__(self, crm: SandboxCrm) -> None:
+        self.spec = sandbox_adapter_spec(crm, max_batch_size=100)
+
+    @hookimpl
+    def register_adapters(self, register: Any) -> None:
+        register(self.spec)
+
+
+@asynccontextmanager
+async def fresh_store(contacts: int, *, queued: bool) -> AsyncIterator[Store]:
+    name = f"crmsync_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    store = await Store.connect(url, layout=Layout.default([CRM]), create=True)
+    try:
+        with psycopg.connect(
+            sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+        ) as conn:
+            status = "'Queued', 'Queued', now()" if queued else "'New', NULL, NULL"
+            conn.execute(
+                f"""
+                INSERT INTO contacts (id, email, name, email_type, has_gmail, domain_id, page_id,
+                                      {CRM}_sync_status, {CRM}_processing_status, {CRM}_next_attempt_at)
+                SELECT gen_random_uuid(), 'person' || g || '@example' || (g %% 10) || '.com',
+                       'Person ' || g, (ARRAY['SERVICE','CORPORATE','FREE','UNKNOWN'])[g %% 4 + 1],
+                       g %% 7 = 0, gen_random_uuid(), gen_random_uuid(), {status}
+                FROM generate_series(1, %s) AS g
+                """,
+                (contacts,),
+            )
+            conn.execute("ANALYZE contacts")
+        yield store
+    finally:
+        await store.close()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def throughput(contacts: int) -> dict[str, float]:
+    """(a): the engine drains N due contacts through a zero-latency adapter, 100 per batch."""
+    async with fresh_store(contacts, queued=True) as store:
+        crm = SandboxCrm()
+        engine = Engine(
+            store,
+            registry=Registry(load_entry_points=False, plugins=[_Plugin(crm)]),
+            settings={CRM: SandboxSettings(sync_concurrency=4)},
+            request_retry=NO_WAIT,
+        )
+        started = time.perf_counter()
+        report = await engine.run_once(CRM)
+        elapsed = time.perf_counter() - started
+        assert report.synced == contacts, report.as_dict()
+        assert (await store.summary(CRM)).due == 0
+    return {"contacts": contacts, "seconds": elapsed, "per_second": contacts / elapsed}
+
+
+async def baseline(contacts: int) -> dict[str, float]:
+    """(b): the requirements' original design: claim 10, then one request and one transaction per contact."""
+    async with fresh_store(contacts, queued=True) as store:
+        crm = SandboxCrm()
+        adapter = _Plugin(crm).spec.factory(SandboxSettings(), _context())
+        started = time.perf_counter()
+        done = 0
+        while True:
+            claim = await store.claim(CRM, 10, now=_now())
+            if not claim.contacts:
+                break
+            for contact in claim.contacts:
+                (outcome,) = await adapter.push([contact])
+                resolution = Resolution(
+                    contact.id, Event.SUCCEED, remote_id=getattr(outcome, "remote_id", None)
+                )
+                await store.record(claim, [resolution], now=_now())
+                done += 1
+        elapsed = time.perf_counter() - started
+        assert done == contacts
+    return {"contacts": contacts, "seconds": elapsed, "per_second": contacts / elapsed}
+
+
+async def queue_by_filter(contacts: int) -> dict[str, float]:
+    """(c): one queue-by-filter call over N contacts (half of them match)."""
+    async with fresh_store(contacts, queued=False) as store:
+        started = time.perf_counter()
+        result = await store.queue_where(CRM, ContactFilter(email_type="FREE"))
+        result_any = await store.queue_where(CRM, ContactFilter(email_contains="@example3"))
+        elapsed = time.perf_counter() - started
+        assert result.queued == contacts // 4
+    return {"contacts": contacts, "seconds": elapsed, "queued": result.queued + result_any.queued}
+
+
+def _context() -> Any:
+    from crmsync_core.adapter import AdapterContext
+
+    return AdapterContext.for_testing()
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory() -> None:
+    """(d): peak RSS of (a), each size in a fresh process."""
+    print("| contacts | seconds | contacts/s | peak RSS (MB) |\n|---:|---:|---:|---:|")
+    for size in (100_000, 1_000_000):
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.core", "throughput", "--contacts", str(size), "--rss"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        print(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.core")
+    parser.add_argument("what", choices=["throughput", "baseline", "compare", "filter", "memory"])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--baseline-contacts", type=int, default=10_000)
+    parser.add_argument("--rss", action="store_true", help="print peak RSS too")
+    args = parser.parse_args()
+    if args.what == "memory":
+        memory()
+        return
+    if args.what == "throughput":
+        r = asyncio.run(throughput(args.contacts))
+        row = f"| {r['contacts']:,.0f} | {r['seconds']:.2f} | {r['per_second']:,.0f} |"
+        print(row + (f" {peak_rss_mb():.0f} |" if args.rss else ""))
+    elif args.what == "baseline":
+        r = asyncio.run(baseline(args.contacts))
+        print(f"| baseline | {r['contacts']:,.0f} | {r['seconds']:.2f} | {r['per_second']:,.0f} |")
+    elif args.what == "compare":
+        a = asyncio.run(throughput(args.contacts))
+        b = asyncio.run(baseline(args.baseline_contacts))
+        print("| design | contacts | seconds | contacts/s |\n|---|---:|---:|---:|")
+        print(
+            f"| crmsync engine, batches of 100 | {a['contacts']:,.0f} | {a['seconds']:.2f} | {a['per_second']:,.0f} |"
+        )
+        print(
+            f"| original: claim 10, 1 request + 1 transaction each | {b['contacts']:,.0f} | {b['seconds']:.2f} | {b['per_second']:,.0f} |"
+        )
+        print(f"\nratio (a)/(b): {a['per_second'] / b['per_second']:.1f}x")
+    else:
+        r = asyncio.run(queue_by_filter(args.contacts))
+        print(f"| {r['contacts']:,.0f} | {r['seconds']:.2f} | {r['queued']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
