@@ -226,14 +226,28 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(
     assert statuses_by_id(url, "brevo") == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a database without the contacts table raises sqlalchemy's NoSuchTableError "
-    "from Store.connect, so the command prints a traceback instead of one line",
-)
 def test_a_database_without_the_table_is_one_clear_line(url: str) -> None:
     result = run("--database-url", url, "status")
     assert_one_line_error(result, 1, "crmsync schema")
+
+
+def test_the_fix_for_a_newly_installed_adapter_can_be_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    execute_sql(url, run("schema", "--dialect", "sqlite").stdout)
+
+    class NewAdapterPackage:
+        @hookimpl
+        def register_adapters(self, register: Any) -> None:
+            from crmsync_core.testing import sandbox_adapter_spec
+
+            register(sandbox_adapter_spec(name="acme"))
+
+    monkeypatch.setattr(plugins_module, "_default", Registry(plugins=[NewAdapterPackage()]))
+    assert_one_line_error(run("--database-url", url, "status"), 1, "`crmsync schema`")
+    execute_sql(url, run("--database-url", url, "schema", "--dialect", "sqlite").stdout)
+    assert run("--database-url", url, "status", "--crm", "acme").exit_code == 0
 
 
 # -- sync ---------------------------------------------------------------------------------------------
@@ -426,11 +440,6 @@ def test_schema_scrapersky_is_additive_and_repeatable(
     assert plain.exit_code == 0, plain.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the missing-columns error of a ScraperSky layout points at `crmsync schema` (a "
-    "CREATE TABLE for a new table) instead of `crmsync schema --scrapersky`",
-)
 def test_the_scrapersky_layout_points_at_its_migration(
     postgres_url: str, scrapersky_sql: str
 ) -> None:

@@ -227,11 +227,6 @@ def test_adapters_command_lists_failures_beside_the_working_adapters(
     assert all(f["distribution"] == BROKEN_DISTRIBUTION for f in report["failures"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the LAST registered plugin wins a duplicate adapter name, so a package that comes "
-    "after crmsync-brevo on sys.path takes 'brevo' over and crmsync-brevo is reported as failed",
-)
 def test_a_duplicate_never_takes_over_the_genuine_adapter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -250,11 +245,6 @@ def test_a_duplicate_never_takes_over_the_genuine_adapter(
         _forget_modules(modules)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Registry catches Exception only, so a plugin raising SystemExit at import escapes "
-    "to the host and the entry points after it are never loaded",
-)
 def test_a_plugin_that_exits_at_import_is_reported_not_fatal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,11 +291,6 @@ def test_an_empty_allow_list_skips_a_broken_plugin_but_keeps_host_plugins(
     assert "crmsync_t_import_error" not in sys.modules, "a disabled plugin is never imported"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an adapter left out by CRMSYNC_ADAPTERS is reported as not installed, with "
-    "'pip install crmsync-brevo' as the fix",
-)
 def test_an_adapter_left_out_by_the_allow_list_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_ADAPTERS", "n8n")
     with pytest.raises(AdapterNotInstalledError) as raised:
@@ -346,11 +331,6 @@ def test_an_adapter_that_failed_to_load_says_so(broken_plugins: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a wrongly cased name of an installed adapter is told to 'pip install "
-    "crmsync-HubSpot' instead of being pointed at 'hubspot'",
-)
 def test_a_wrongly_cased_name_points_at_the_installed_adapter() -> None:
     with pytest.raises(AdapterNotInstalledError) as raised:
         Registry().get("HubSpot")
@@ -423,11 +403,6 @@ async def test_without_trace_hooks_nothing_is_written(
     assert "crmsync hook" not in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: register_adapters implementations are called directly, bypassing pluggy, so "
-    "CRMSYNC_TRACE_HOOKS never shows them",
-)
 def test_trace_hooks_shows_register_adapters(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

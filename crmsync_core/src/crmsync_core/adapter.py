@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import httpx
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 
 class Adapter(Protocol):
@@ -116,7 +116,7 @@ class AdapterSpec(Generic[SettingsT]):
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not NAME_PATTERN.match(self.name):
             raise ValueError(
                 f"adapter name {self.name!r} must be lower-case letters, digits and underscores, "
                 "starting with a letter (it becomes part of column and environment names)"

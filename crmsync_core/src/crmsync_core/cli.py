@@ -34,7 +34,7 @@ from .filters import ContactFilter
 from .layout import Layout
 from .plugins import Registry, default_registry
 from .status import SyncStatus
-from .store import Store, schema_sql, scrapersky_migration_sql
+from .store import Store, schema_sql, schema_sql_for, scrapersky_migration_sql
 from .worker import Worker
 
 DEFAULT_DATABASE_URL = "sqlite:///crmsync.sqlite3"
@@ -48,8 +48,11 @@ errors = Console(stderr=True)
 class Options:
     """What the group's options give every command."""
 
-    def __init__(self, database_url: str, layout: str, registry: Registry) -> None:
+    def __init__(
+        self, database_url: str, layout: str, registry: Registry, *, database_given: bool = False
+    ) -> None:
         self.database_url = database_url
+        self.database_given = database_given
         self.layout_name = layout
         self.registry = registry
 
@@ -98,7 +101,9 @@ def cli(ctx: click.Context, database_url: str, layout: str, verbose: int) -> Non
     """Push contacts from a SQL table into CRMs."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = Options(database_url, layout, default_registry())
+    source = ctx.get_parameter_source("database_url")
+    given = source not in (None, click.core.ParameterSource.DEFAULT)
+    ctx.obj = Options(database_url, layout, default_registry(), database_given=given)
 
 
 @cli.command()
@@ -334,14 +339,37 @@ def adapters(options: Options) -> None:
     "--crm", "crms", multiple=True, help="CRMs of the default layout (default: installed)."
 )
 @click.option("--dialect", type=click.Choice(["postgresql", "sqlite"]), default="postgresql")
+@click.option(
+    "--apply", is_flag=True, help="Run it in the --database-url database instead of printing it."
+)
 @pass_options
-def schema(options: Options, scrapersky: bool, crms: tuple[str, ...], dialect: str) -> None:
-    """Print the SQL of the default layout (or the ScraperSky migration) for applying by hand."""
+@run_async
+async def schema(
+    options: Options, scrapersky: bool, crms: tuple[str, ...], dialect: str, apply: bool
+) -> None:
+    """Print the SQL of the default layout (or the ScraperSky migration) for applying by hand.
+
+    Given a database (--database-url or CRMSYNC_DATABASE_URL) whose table exists, it prints only what
+    that table lacks: the columns and indexes of newly installed CRMs. Everything it prints is additive.
+    """
+    if apply and scrapersky:
+        raise click.UsageError(
+            "--apply runs the default layout's SQL; apply --scrapersky's SQL yourself"
+        )
     if scrapersky:
-        click.echo(scrapersky_migration_sql(), nl=False)
+        sql = scrapersky_migration_sql()
+    else:
+        layout = Layout.default(crms) if crms else options.layout()
+        if options.database_given or apply:
+            sql = await schema_sql_for(options.database_url, layout)
+        else:
+            sql = schema_sql(layout, dialect)
+    if not apply:
+        click.echo(sql, nl=False)
         return
-    layout = Layout.default(crms) if crms else options.layout()
-    click.echo(schema_sql(layout, dialect), nl=False)
+    store = await Store.connect(options.database_url, layout, create=True)
+    await store.close()
+    click.echo(f"applied:\n{sql}" if sql else "nothing to do: the table is complete\n", nl=False)
 
 
 def _ids(ids: str | None, ids_file: Any) -> list[str] | None:

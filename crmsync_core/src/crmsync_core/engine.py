@@ -26,7 +26,7 @@ from .adapter import Adapter, AdapterContext, AdapterSpec, collect_outcomes
 from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
 from .errors import ConfigurationError, FatalError, RateLimitExhaustedError
 from .plugins import Registry, default_registry
-from .ratelimit import RateLimiter, TokenBucket
+from .ratelimit import RateLimit, RateLimiter, SharedRateLimiter, TokenBucket
 from .retry import RequestRetry, RetryPolicy
 from .settings import SyncSettings
 from .status import Event
@@ -163,6 +163,16 @@ class Engine:
                 ) from None
         return self._settings[crm]
 
+    def _limiter(self, crm: str, limit: RateLimit | None, settings: SyncSettings) -> RateLimiter:
+        """The CRM's budget: shared by every worker through the database where it can be, else per process."""
+        if limit is None or not (settings.sync_shared_rate_limit and self.store.shares_rate_limits):
+            return TokenBucket(limit)
+        shared = limit
+        return SharedRateLimiter(
+            reserve=lambda: self.store.reserve_request(crm, shared),
+            share_pause=lambda seconds: self.store.pause_requests(crm, seconds, shared),
+        )
+
     async def run_once(
         self,
         crm: str,
@@ -186,7 +196,9 @@ class Engine:
             settings = self.settings_for(crm)
             limiter = self._limiters.get(crm)
             if limiter is None:
-                limiter = self._limiters[crm] = TokenBucket(settings.rate_limit(spec.rate_limit))
+                limiter = self._limiters[crm] = self._limiter(
+                    crm, settings.rate_limit(spec.rate_limit), settings
+                )
             waited_before = limiter.waited_seconds
             context = AdapterContext(
                 rate_limiter=limiter,

@@ -20,7 +20,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .adapter import AdapterSpec
+from .adapter import NAME_PATTERN, AdapterSpec
 from .errors import AdapterNotInstalledError
 
 ENTRY_POINT_GROUP = "crmsync"
@@ -70,6 +70,7 @@ class Registry:
         self._failures: list[PluginFailure] = []
         self._adapters: dict[str, AdapterSpec[Any]] | None = None
         self._owners: dict[str, str] = {}
+        self._not_allowed: set[str] = set()
         for plugin in plugins:
             self.register(plugin)
 
@@ -110,9 +111,19 @@ class Registry:
             raise AdapterNotInstalledError(
                 f"the adapter for {crm!r} is installed but failed to load: {failed[0].error}"
             )
+        if crm in self._not_allowed:
+            raise AdapterNotInstalledError(
+                f"the adapter for {crm!r} is installed but not enabled: add it to {ALLOW_LIST_VARIABLE} "
+                f"(now {os.environ.get(ALLOW_LIST_VARIABLE, '')!r})"
+            )
+        close = [name for name in adapters if name.lower() == crm.strip().lower().replace("-", "_")]
+        if close:
+            raise AdapterNotInstalledError(
+                f"no adapter is called {crm!r}; did you mean {close[0]!r}?"
+            )
         hint = (
             f"pip install crmsync-{crm.replace('_', '-')}"
-            if _plausible_name(crm)
+            if NAME_PATTERN.match(crm)
             else "check the name"
         )
         raise AdapterNotInstalledError(
@@ -138,6 +149,7 @@ class Registry:
         allowed = _allow_list()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and entry_point.name not in allowed:
+                self._not_allowed.add(entry_point.name)
                 continue
             dist = entry_point.dist
             distribution = dist.metadata["Name"] if dist is not None else None
@@ -145,7 +157,7 @@ class Registry:
             try:
                 plugin = entry_point.load()
                 self.pm.register(plugin, name=entry_point.name)
-            except Exception as exc:  # a broken plugin must not break the others
+            except (Exception, SystemExit) as exc:  # a broken plugin must not break the others
                 self._fail(entry_point.name, distribution, f"{type(exc).__name__}: {exc}")
                 continue
             self._distributions[entry_point.name] = (distribution, version)
@@ -153,11 +165,14 @@ class Registry:
 
     def _collect_adapters(self) -> dict[str, AdapterSpec[Any]]:
         self._failures = [f for f in self._failures if not f.error.startswith("register_adapters")]
-        collected: dict[str, AdapterSpec[Any]] = {}
-        for impl in reversed(self.pm.hook.register_adapters.get_hookimpls()):
+        trace = self.pm.trace.root.get("hook")
+        offers: list[tuple[str, AdapterSpec[Any]]] = []
+        # Each plugin is called on its own, so that one that raises cannot hide the others.
+        for impl in self.pm.hook.register_adapters.get_hookimpls():
             plugin_name = impl.plugin_name
             distribution = self._distributions.get(plugin_name, (None, None))[0]
             offered: list[object] = []
+            trace("register_adapters", f"[{plugin_name}]")
             try:
                 impl.function(register=offered.append)
             except Exception as exc:
@@ -168,21 +183,30 @@ class Registry:
                 )
                 continue
             for spec in offered:
-                if not isinstance(spec, AdapterSpec):
+                if isinstance(spec, AdapterSpec):
+                    offers.append((plugin_name, spec))
+                else:
                     self._fail(
                         plugin_name,
                         distribution,
                         f"register_adapters: expected an AdapterSpec, got {type(spec).__name__}",
                     )
-                elif spec.name in collected:
-                    self._fail(
-                        plugin_name,
-                        distribution,
-                        f"register_adapters: adapter name {spec.name!r} is already registered",
-                    )
-                else:
-                    collected[spec.name] = spec
-                    self._owners[spec.name] = plugin_name
+        # A name belongs to the plugin whose entry point has that name (crmsync-brevo's "brevo"), else
+        # to the first plugin that registered it; any other claim to it is reported, never obeyed.
+        collected: dict[str, AdapterSpec[Any]] = {}
+        self._owners = {}
+        ranked = sorted(offers, key=lambda offer: offer[0] != offer[1].name)
+        for plugin_name, spec in ranked:
+            if spec.name in collected:
+                distribution = self._distributions.get(plugin_name, (None, None))[0]
+                self._fail(
+                    plugin_name,
+                    distribution,
+                    f"register_adapters: adapter name {spec.name!r} is already registered",
+                )
+                continue
+            collected[spec.name] = spec
+            self._owners[spec.name] = plugin_name
         return collected
 
     def _fail(self, plugin: str, distribution: str | None, error: str) -> None:
@@ -200,10 +224,6 @@ def _allow_list() -> set[str] | None:
     if value is None:
         return None
     return {name.strip() for name in value.split(",") if name.strip()}
-
-
-def _plausible_name(crm: str) -> bool:
-    return crm.replace("_", "").replace("-", "").isalnum() and crm[:1].isalpha()
 
 
 _default: Registry | None = None

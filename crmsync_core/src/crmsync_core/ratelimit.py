@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +97,55 @@ class TokenBucket:
 
     def __repr__(self) -> str:
         return f"TokenBucket({self.limit!r})"
+
+
+class SharedRateLimiter:
+    """A budget shared by every worker on every machine, kept in the database.
+
+    ``reserve()`` takes one request from the shared budget in one statement and returns how long to wait
+    before sending it (a reservation: callers queue behind each other in the database, not in memory).
+    ``share_pause(seconds)`` tells the other workers that the CRM said its budget is spent.
+    """
+
+    def __init__(
+        self,
+        reserve: Callable[[], Awaitable[float]],
+        share_pause: Callable[[float], Coroutine[Any, Any, None]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._reserve = reserve
+        self._share_pause = share_pause
+        self._clock = clock
+        self._sleep = sleep
+        self._paused_until = 0.0
+        self._waited = 0.0
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def waited_seconds(self) -> float:
+        return self._waited
+
+    def pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        task = asyncio.get_running_loop().create_task(self._share_pause(seconds))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def acquire(self) -> None:
+        local = self._paused_until - self._clock()
+        if local > 0:
+            await self._wait(local)
+        wait = await self._reserve()
+        if wait > 0:
+            await self._wait(wait)
+
+    async def _wait(self, seconds: float) -> None:
+        self._waited += seconds
+        await self._sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "SharedRateLimiter()"

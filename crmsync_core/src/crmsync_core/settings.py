@@ -42,6 +42,8 @@ class SyncSettings(BaseSettings):
     #: override the adapter's default rate limit, e.g. 20 per 1 s on Brevo's Professional plan
     sync_rate_limit_requests: int | None = Field(None, ge=1)
     sync_rate_limit_period_seconds: float | None = Field(None, gt=0)
+    #: share the rate limit with every worker through the database (PostgreSQL; one small table of its own)
+    sync_shared_rate_limit: bool = True
     #: who to tell when a contact fails for good; delivery is up to the host's ``contact_failed`` hook
     sync_failure_notification_email: str | None = None
 

@@ -21,12 +21,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .contacts import Contact, ContactId
 from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError, StoreError
 from .filters import ContactFilter
 from .layout import CONTACT_FIELDS, CrmColumns, Layout
+from .ratelimit import RateLimit
 from .status import ALREADY_QUEUED, SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
@@ -236,7 +238,7 @@ def _crm_indexes(table: sa.Table, names: CrmColumns) -> None:
 
 def schema_sql(layout: Layout, dialect: str = "postgresql") -> str:
     """The DDL of a default layout, for users who apply schema changes by hand."""
-    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.dialects import sqlite
 
     target = postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()  # type: ignore[no-untyped-call]
     table = default_table(layout)
@@ -248,14 +250,31 @@ def schema_sql(layout: Layout, dialect: str = "postgresql") -> str:
     return "\n\n".join(statements) + "\n"
 
 
+async def schema_sql_for(database: str | AsyncEngine, layout: Layout) -> str:
+    """What a database needs for a default ``layout``: the whole DDL when the table is missing, else the
+    statements that add what it lacks (nothing when it is complete)."""
+    engine = database_engine(database) if isinstance(database, str) else database
+    try:
+        async with engine.connect() as conn:
+            table = default_table(layout)
+            exists = await conn.run_sync(
+                lambda c: sa.inspect(c).has_table(table.name, schema=table.schema)
+            )
+            if not exists:
+                return schema_sql(layout, engine.dialect.name)
+            statements = await conn.run_sync(missing_columns_sql, table)
+    finally:
+        if isinstance(database, str):
+            await engine.dispose()
+    return "".join(f"{statement};\n" for statement in statements)
+
+
 def scrapersky_migration_sql(table: str = "contacts") -> str:
     """Additive SQL that gives ScraperSky's table per-CRM retry state (``Layout.scrapersky(per_crm_retry=True)``).
 
     It only adds columns and indexes; no existing column, type or value changes. The shared
     ``retry_count``/``next_retry_at``/``last_failed_crm`` columns stay as they are for other code.
     """
-    from sqlalchemy.dialects import postgresql
-
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     lines = ["BEGIN;"]
     for names in Layout.scrapersky(per_crm_retry=True, table=table).crms.values():
@@ -271,6 +290,21 @@ def scrapersky_migration_sql(table: str = "contacts") -> str:
     return "\n".join(lines) + "\n"
 
 
+RATE_LIMIT_TABLE = "crmsync_rate_limits"
+
+
+def rate_limit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
+    """crmsync's own table of shared request budgets, one row per CRM (PostgreSQL only)."""
+    return sa.Table(
+        RATE_LIMIT_TABLE,
+        metadata or sa.MetaData(),
+        sa.Column("crm", sa.String(64), primary_key=True),
+        sa.Column("tokens", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        schema=schema,
+    )
+
+
 class Store:
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""
 
@@ -283,6 +317,7 @@ class Store:
         self._owns_engine = owns_engine
         self._crms: dict[str, _Crm] = {}
         self._id_type = _python_type(table.c[layout.id_column])
+        self._rate_limits: sa.Table | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -681,6 +716,66 @@ class Store:
         async with self._transaction(None) as conn:
             return (await conn.execute(statement)).rowcount
 
+    # -- shared request budgets ----------------------------------------------------------------------
+
+    @property
+    def shares_rate_limits(self) -> bool:
+        """Whether workers on other machines can share a CRM's budget through this database."""
+        return self.dialect == "postgresql"
+
+    async def reserve_request(self, crm: str, limit: RateLimit) -> float:
+        """Take one request from ``crm``'s budget shared by every worker; return the seconds to wait.
+
+        One statement: the row refills at ``limit.per_second`` since its last use (by the database's
+        clock, which every machine shares), up to ``limit.requests``, and gives out one token. A negative
+        balance is a queue of reservations: the caller waits until its own turn.
+        """
+        table = await self._rate_limit_table()
+        rate = limit.per_second
+        now = sa.func.clock_timestamp()
+        refilled = table.c.tokens + sa.extract("epoch", now - table.c.updated_at) * rate
+        statement = (
+            postgresql.insert(table)
+            .values(crm=crm, tokens=float(limit.requests - 1), updated_at=now)
+            .on_conflict_do_update(
+                index_elements=[table.c.crm],
+                set_={
+                    "tokens": sa.func.least(float(limit.requests), refilled) - 1,
+                    "updated_at": now,
+                },
+            )
+            .returning(table.c.tokens)
+        )
+        async with self._transaction(None) as conn:
+            tokens = float((await conn.execute(statement)).scalar_one())
+        return max(0.0, -tokens / rate)
+
+    async def pause_requests(self, crm: str, seconds: float, limit: RateLimit) -> None:
+        """Spend ``crm``'s shared budget for ``seconds`` (the CRM said it is exhausted until then)."""
+        table = await self._rate_limit_table()
+        statement = (
+            sa.update(table)
+            .where(table.c.crm == crm)
+            .values(
+                tokens=sa.func.least(table.c.tokens, 0.0) - seconds * limit.per_second,
+                updated_at=sa.func.clock_timestamp(),
+            )
+        )
+        async with self._transaction(None) as conn:
+            await conn.execute(statement)
+
+    async def _rate_limit_table(self) -> sa.Table:
+        if self._rate_limits is None:
+            table = rate_limit_table(schema=self.layout.schema)
+            try:
+                async with self._transaction(None) as conn:
+                    await conn.run_sync(table.create, checkfirst=True)
+            except (sa_exc.IntegrityError, sa_exc.ProgrammingError):
+                # Another worker created it between our check and our CREATE.
+                pass
+            self._rate_limits = table
+        return self._rate_limits
+
     # -- statement building --------------------------------------------------------------------------
 
     def _crm(self, crm: str) -> _Crm:
@@ -944,16 +1039,20 @@ def _reflect(sync_conn: sa.Connection, layout: Layout) -> sa.Table:
     try:
         table = sa.Table(layout.table, metadata, autoload_with=sync_conn, schema=layout.schema)
     except sa_exc.NoSuchTableError:
-        raise ConfigurationError(f"there is no table {layout.table!r} in this database") from None
+        raise ConfigurationError(
+            f"there is no table {layout.table!r} in this database; {_schema_hint(layout)}"
+        ) from None
     _check_columns(sync_conn, table, layout)
     return table
 
 
 def _check_columns(sync_conn: sa.Connection, table: sa.Table, layout: Layout) -> None:
-    present = {
-        column["name"]
-        for column in sa.inspect(sync_conn).get_columns(table.name, schema=table.schema)
-    }
+    inspector = sa.inspect(sync_conn)
+    if not inspector.has_table(table.name, schema=table.schema):
+        raise ConfigurationError(
+            f"there is no table {table.name!r} in this database; {_schema_hint(layout)}"
+        )
+    present = {column["name"] for column in inspector.get_columns(table.name, schema=table.schema)}
     needed = {layout.id_column, *layout.fields.values()}
     for names in layout.crms.values():
         needed |= {
@@ -971,22 +1070,37 @@ def _check_columns(sync_conn: sa.Connection, table: sa.Table, layout: Layout) ->
     missing = sorted(needed - present)
     if missing:
         raise ConfigurationError(
-            f"table {table.name!r} lacks the columns {', '.join(missing)}; "
-            "`crmsync schema` prints the SQL that adds them"
+            f"table {table.name!r} lacks the columns {', '.join(missing)}; {_schema_hint(layout)}"
         )
+
+
+def _schema_hint(layout: Layout) -> str:
+    if layout.managed:
+        return "`crmsync schema` prints the SQL that creates or completes it (`--apply` runs it)"
+    return "`crmsync schema --scrapersky` prints the additive SQL for ScraperSky's table"
+
+
+def missing_columns_sql(sync_conn: sa.Connection, table: sa.Table) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` and ``CREATE INDEX`` statements that complete an existing default
+    table, e.g. after an adapter for another CRM was installed (additive only)."""
+    inspector = sa.inspect(sync_conn)
+    present = {column["name"] for column in inspector.get_columns(table.name, schema=table.schema)}
+    indexes = {index["name"] for index in inspector.get_indexes(table.name, schema=table.schema)}
+    preparer = sync_conn.dialect.identifier_preparer
+    statements = []
+    for column in table.columns:
+        if column.name not in present:
+            ddl = sa.schema.CreateColumn(column).compile(dialect=sync_conn.dialect)
+            statements.append(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {ddl}")
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        if index.name not in indexes:
+            statements.append(
+                str(sa.schema.CreateIndex(index).compile(dialect=sync_conn.dialect)).strip()
+            )
+    return statements
 
 
 def _add_missing_columns(sync_conn: sa.Connection, table: sa.Table) -> None:
     """Add the columns of CRMs added to a default layout after its table was created (additive only)."""
-    present = {
-        column["name"]
-        for column in sa.inspect(sync_conn).get_columns(table.name, schema=table.schema)
-    }
-    preparer = sync_conn.dialect.identifier_preparer
-    for column in table.columns:
-        if column.name in present:
-            continue
-        ddl = sa.schema.CreateColumn(column).compile(dialect=sync_conn.dialect)
-        sync_conn.execute(sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {ddl}"))
-    for index in table.indexes:
-        index.create(sync_conn, checkfirst=True)
+    for statement in missing_columns_sql(sync_conn, table):
+        sync_conn.execute(sa.text(statement))

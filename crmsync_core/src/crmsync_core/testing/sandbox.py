@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +45,8 @@ class SandboxCrm:
     #: e-mails at this domain are rejected for good, like a CRM's validation error
     rejected_domain: str = "rejected.invalid"
     seed: int = 0
+    #: keep what it receives (for inspection); a benchmark turns this off to measure crmsync, not the fake
+    remember: bool = True
     contacts: dict[str, str] = field(default_factory=dict)
     requests: int = 0
     batch_sizes: list[int] = field(default_factory=list)
@@ -57,6 +60,8 @@ class SandboxCrm:
 
     def upsert(self, email: str) -> str:
         key = email.strip().lower()
+        if not self.remember:
+            return str(zlib.crc32(key.encode()))
         if key not in self.contacts:
             self.contacts[key] = str(len(self.contacts) + 1)
         return self.contacts[key]
@@ -79,7 +84,8 @@ class SandboxAdapter:
             raise AuthenticationError("sandbox refused the credentials: set SANDBOX_API_KEY")
         await self._context.rate_limiter.acquire()
         self._crm.requests += 1
-        self._crm.batch_sizes.append(len(contacts))
+        if self._crm.remember:
+            self._crm.batch_sizes.append(len(contacts))
         if self._crm.latency_seconds:
             await asyncio.sleep(self._crm.latency_seconds)
         outcomes: list[Outcome] = []
