@@ -31,10 +31,9 @@ from crmsync_core.contacts import (
     ContactId,
     Outcome,
     PermanentFailure,
-    Skipped,
     Synced,
     TransientFailure,
-    invalid_email_reason,
+    split_sendable,
 )
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.http import CrmClient
@@ -182,13 +181,11 @@ class BrevoAdapter:
     # -- the protocol ---------------------------------------------------------------------------
 
     async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
-        outcomes: list[Outcome] = []
+        sendable, skipped = split_sendable(contacts)
+        outcomes: list[Outcome] = list(skipped)
         groups: dict[str, list[Contact]] = {}
-        for contact in contacts:
-            reason = invalid_email_reason(contact.email)
-            if reason is not None or contact.email is None:
-                outcomes.append(Skipped(contact.id, reason or "no e-mail address"))
-                continue
+        for contact in sendable:
+            assert contact.email is not None
             groups.setdefault(contact.email.strip().lower(), []).append(contact)
 
         batch: Batch = []

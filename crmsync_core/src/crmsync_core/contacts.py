@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 from uuid import UUID
@@ -100,3 +101,20 @@ def invalid_email_reason(email: str | None) -> str | None:
     if not _EMAIL.match(email) or ".." in email or email.split("@", 1)[0].endswith("."):
         return f"invalid e-mail address {email[:80]!r}"
     return None
+
+
+def split_sendable(contacts: Iterable[Contact]) -> tuple[list[Contact], list[Skipped]]:
+    """The contacts worth a request, and a :class:`Skipped` (with the reason) for each of the others.
+
+    Adapters call this first: a contact with no or an invalid e-mail address is skipped before any
+    request is made.
+    """
+    sendable: list[Contact] = []
+    skipped: list[Skipped] = []
+    for contact in contacts:
+        reason = invalid_email_reason(contact.email)
+        if reason is None:
+            sendable.append(contact)
+        else:
+            skipped.append(Skipped(contact.id, reason))
+    return sendable, skipped

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from crmsync_core.contacts import Contact, Skipped, invalid_email_reason
+from crmsync_core.contacts import Contact, Skipped, split_sendable
 
 from .settings import HubspotSettings
 
@@ -72,13 +72,9 @@ def build_inputs(
     HubSpot rejects a batch that names one e-mail twice, so contacts sharing an address become one
     input; the last of them provides its properties, and all of them share its outcome.
     """
+    sendable, skipped = split_sendable(contacts)
     grouped: dict[str, list[Contact]] = {}
-    skipped: list[Skipped] = []
-    for contact in contacts:
-        reason = invalid_email_reason(contact.email)
-        if reason is not None:
-            skipped.append(Skipped(contact.id, reason))
-            continue
+    for contact in sendable:
         assert contact.email is not None
         grouped.setdefault(normalise_email(contact.email), []).append(contact)
     inputs = [

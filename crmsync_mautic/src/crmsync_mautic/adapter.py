@@ -26,10 +26,9 @@ from crmsync_core.contacts import (
     Contact,
     Outcome,
     PermanentFailure,
-    Skipped,
     Synced,
     TransientFailure,
-    invalid_email_reason,
+    split_sendable,
 )
 from crmsync_core.errors import (
     AuthenticationError,
@@ -172,14 +171,8 @@ class MauticAdapter:
     # -- push ---------------------------------------------------------------------------------------
 
     async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
-        outcomes: list[Outcome] = []
-        sendable: list[Contact] = []
-        for contact in contacts:
-            reason = invalid_email_reason(contact.email)
-            if reason is None:
-                sendable.append(contact)
-            else:
-                outcomes.append(Skipped(contact.id, reason))
+        sendable, skipped = split_sendable(contacts)
+        outcomes: list[Outcome] = list(skipped)
         limit = self._settings.api_batch_max_limit
         for start in range(0, len(sendable), limit):
             chunk = sendable[start : start + limit]

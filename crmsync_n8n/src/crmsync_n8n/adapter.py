@@ -28,10 +28,9 @@ from crmsync_core.contacts import (
     Contact,
     Outcome,
     PermanentFailure,
-    Skipped,
     Synced,
     TransientFailure,
-    invalid_email_reason,
+    split_sendable,
 )
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.http import CrmClient
@@ -91,14 +90,8 @@ class N8nAdapter:
         return f"N8nAdapter(path={self._url.path!r}, auth={self._settings.webhook_auth!r})"
 
     async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
-        outcomes: list[Outcome] = []
-        sendable: list[Contact] = []
-        for contact in contacts:
-            reason = invalid_email_reason(contact.email)
-            if reason is None:
-                sendable.append(contact)
-            else:
-                outcomes.append(Skipped(contact.id, reason))
+        sendable, skipped = split_sendable(contacts)
+        outcomes: list[Outcome] = list(skipped)
         size = self._array_size or 1
         groups = [sendable[start : start + size] for start in range(0, len(sendable), size)]
         for group_outcomes in await _all([self._deliver(group) for group in groups]):
