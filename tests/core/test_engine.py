@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ async def test_syncs_everything_due_and_stores_remote_ids(
     ids = await queue(store, rows(250) + rows(3, email="not-an-email"), clock)
     report = await make_engine(store, crm, clock).run_once("sandbox")
     assert (report.claimed, report.synced, report.skipped, report.failed) == (253, 250, 3, 0)
+    assert report.stale == 0, "every result was written"
     states = await store.states("sandbox", ids)
     complete = [s for s in states.values() if s.sync_status is S.COMPLETE]
     assert len(complete) == 250 and all(s.remote_id for s in complete)
@@ -114,9 +116,11 @@ async def test_bad_credentials_stop_the_run_and_leave_contacts_queued(
     assert report.released == report.claimed > 0
     assert report.errors_by_kind["fatal"] == 1
     states = await store.states("sandbox", ids)
-    assert {(s.sync_status, s.processing_status, s.attempts) for s in states.values()} == {
-        (S.QUEUED, P.QUEUED, 0)
-    } | ({(S.SELECTED, P.QUEUED, 0)} if report.released < 30 else set())
+    # Claimed contacts go back as Queued; any the run never reached stay Selected.
+    assert {s.sync_status for s in states.values()} <= {S.QUEUED, S.SELECTED}
+    assert {(s.processing_status, s.attempts, s.error) for s in states.values()} == {
+        (P.QUEUED, 0, None)
+    }
 
 
 async def test_missing_settings_stop_before_anything_is_claimed(store: Store, clock: Clock) -> None:
@@ -320,3 +324,31 @@ async def test_rate_limit_is_shared_by_every_batch(
 def test_sandbox_spec_name_validation() -> None:
     with pytest.raises(ValueError, match="lower-case"):
         sandbox_adapter_spec(name="Bad Name")
+
+
+async def test_a_slow_push_keeps_its_claim(database_url: str) -> None:
+    """A push longer than the claim timeout renews its claim, so no other worker takes it back."""
+    from datetime import UTC, datetime, timedelta
+
+    store = await Store.connect(
+        database_url, layout=Layout.default(["sandbox", "other"]), create=True
+    )
+    try:
+        crm = SandboxCrm(latency_seconds=2.5)
+        ids = [r["id"] for r in rows(5)]
+        await store.add_contacts(
+            [{"id": i, "email": f"{n}@example.com"} for n, i in enumerate(ids)]
+        )
+        await store.queue("sandbox", ids)
+        # A claim timeout of 1.2 s: renewed every 0.4 s while the push takes 2.5 s.
+        engine = make_engine(store, crm, lambda: datetime.now(UTC), sync_claim_timeout_minutes=0.02)  # type: ignore[arg-type]
+        run = asyncio.create_task(engine.run_once("sandbox"))
+        await asyncio.sleep(1.8)
+        taken_back = await store.release_expired(
+            "sandbox", now=datetime.now(UTC), older_than=timedelta(seconds=1.2)
+        )
+        report = await run
+        assert taken_back == 0
+        assert (report.synced, report.stale) == (5, 0)
+    finally:
+        await store.close()

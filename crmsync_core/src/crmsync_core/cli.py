@@ -108,9 +108,7 @@ def cli(ctx: click.Context, database_url: str, layout: str, verbose: int) -> Non
 
 @cli.command()
 @click.option("--contacts", default=3_000, show_default=True, help="How many contacts to seed.")
-@click.option(
-    "--failure-rate", default=0.1, show_default=True, help="Share of requests that fail."
-)
+@click.option("--failure-rate", default=0.1, show_default=True, help="Share of requests that fail.")
 @click.option("--seed", default=2026, show_default=True)
 @pass_options
 @run_async

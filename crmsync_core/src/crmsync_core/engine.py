@@ -11,6 +11,7 @@ claimed contact back untouched; so does a stop request, after the batches in fli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -281,22 +282,51 @@ class Engine:
                 run.progress(run.report)
 
     async def _process(self, run: _Run, claim: Claim) -> None:
+        held, pushed = [claim], asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_claimed(run, held, pushed))
         try:
             outcomes = await collect_outcomes(run.adapter, claim.contacts, crm=run.crm)
         except FatalError as exc:
             run.fatal = run.fatal or exc
-            run.report.released += await asyncio.shield(self.store.release(claim))
+            run.report.released += await self._release(held, pushed, heartbeat)
             return
         except BaseException:
             # Cancelled mid-push (shutdown): nothing was decided, so the claim goes back untouched.
-            run.report.released += await asyncio.shield(self.store.release(claim))
+            run.report.released += await self._release(held, pushed, heartbeat)
             raise
+        pushed.set()
+        await heartbeat
+        claim = held[0]
         now = self._clock()
         contacts = {contact.id: contact for contact in claim.contacts}
         resolutions = [self._resolve(run, contacts[o.contact_id], o, now) for o in outcomes]
         result = await asyncio.shield(self.store.record(claim, resolutions, now=now))
         run.report.stale += result.stale
         self._after_record(run, contacts, resolutions)
+
+    async def _keep_claimed(self, run: _Run, held: list[Claim], pushed: asyncio.Event) -> None:
+        """Renew the claim while its push goes on: a slow CRM must not look like a dead worker.
+
+        It stops between renewals, never during one, so the claim it hands back is the one in the table.
+        """
+        interval = run.settings.sync_claim_timeout_minutes * 60 / 3
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pushed.wait(), timeout=interval)
+                return
+            try:
+                held[0] = await self.store.extend_claim(held[0], now=self._clock())
+            except Exception:
+                logger.warning(
+                    "%s: could not renew a claim; it may be taken back", run.crm, exc_info=True
+                )
+
+    async def _release(
+        self, held: list[Claim], pushed: asyncio.Event, heartbeat: asyncio.Task[None]
+    ) -> int:
+        pushed.set()
+        await asyncio.shield(heartbeat)
+        return await asyncio.shield(self.store.release(held[0]))
 
     def _resolve(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
         report = run.report

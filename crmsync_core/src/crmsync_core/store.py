@@ -679,7 +679,7 @@ class Store:
                     statement = self._record_statement(
                         c, event, claim, group[start : start + RECORD_CHUNK], now
                     )
-                    written += max((await conn.execute(statement)).rowcount, 0)
+                    written += await self._changed(conn, statement)
         return RecordResult(written, len(resolutions) - written)
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
@@ -699,6 +699,23 @@ class Store:
                 )
                 released += (await conn.execute(statement)).rowcount
         return released
+
+    async def extend_claim(self, claim: Claim, *, now: datetime) -> Claim:
+        """Renew a claim whose contacts are still being pushed, so that no other worker takes them back as
+        a dead worker's; returns the renewed claim. Statuses do not change."""
+        c = self._crm(claim.crm)
+        ids = [contact.id for contact in claim.contacts]
+        values = {c.names.claimed_at: self._at(c.claimed_at, now)} | self._touch(now)
+        async with self._transaction(None) as conn:
+            for start in range(0, len(ids), ID_CHUNK):
+                where = [
+                    self._id_column.in_(ids[start : start + ID_CHUNK]),
+                    c.processing == ProcessingStatus.PROCESSING.value,
+                ]
+                if c.names.claim_is_token:
+                    where.append(c.claimed_at == self._at(c.claimed_at, claim.claimed_at))
+                await conn.execute(sa.update(self.table).where(*where).values(values))
+        return Claim(claim.crm, claim.contacts, now)
 
     async def release_expired(self, crm: str, *, now: datetime, older_than: timedelta) -> int:
         """Return contacts whose claim is older than ``older_than`` (their worker died) to the queue.
@@ -931,6 +948,14 @@ class Store:
                 values[c.names.failed_crm] = c.names.crm
         values |= self._touch(now)
         return sa.update(self.table).where(*where).values(values)
+
+    async def _changed(self, conn: AsyncConnection, statement: Any) -> int:
+        """Execute ``statement`` and return how many rows it changed."""
+        result = await conn.execute(statement)
+        if self.dialect == "sqlite":
+            # Python's sqlite3 gives no row count for a statement that starts with WITH.
+            return int((await conn.execute(sa.text("SELECT changes()"))).scalar_one())
+        return max(result.rowcount, 0)
 
     def _typed(self, value: sa.ColumnElement[Any], column: sa.Column[Any]) -> sa.ColumnElement[Any]:
         # PostgreSQL types a VALUES column whose rows are all NULL as text; say what it holds. (SQLite's
