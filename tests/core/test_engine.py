@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -352,3 +353,45 @@ async def test_a_slow_push_keeps_its_claim(database_url: str) -> None:
         assert (report.synced, report.stale) == (5, 0)
     finally:
         await store.close()
+
+
+async def test_a_result_that_came_too_late_is_not_written_nor_announced(
+    store: Store, clock: Clock
+) -> None:
+    """If another worker took the contacts back while this one pushed, its results are stale: not
+    written, counted, and no hook hears of them (the other worker's run will report them)."""
+    announced: list[Any] = []
+
+    class Host:
+        @hookimpl
+        def contact_synced(self, crm: str, contact: Contact, remote_id: str | None) -> None:
+            announced.append(contact.id)
+
+    class TakenOverMidPush:
+        def __init__(self, settings: SandboxSettings, context: AdapterContext) -> None:
+            pass
+
+        async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
+            # Meanwhile, the claim expires and another worker claims the same contacts.
+            later = clock() + timedelta(hours=1)
+            await store.release_expired("sandbox", now=later, older_than=timedelta(minutes=10))
+            await store.claim("sandbox", len(contacts), now=later)
+            return [Synced(c.id, "late") for c in contacts]
+
+        async def aclose(self) -> None:
+            pass
+
+    spec = AdapterSpec(
+        name="sandbox", settings_model=SandboxSettings, factory=TakenOverMidPush,
+        max_batch_size=10, rate_limit=None, partial_success=False,
+    )  # fmt: skip
+    ids = await queue(store, rows(4), clock)
+    engine = Engine(
+        store, registry=Registry(load_entry_points=False, plugins=[AdapterPlugin(spec), Host()]),
+        settings={"sandbox": SandboxSettings(sync_concurrency=1)}, clock=clock, request_retry=NO_WAIT,
+    )  # fmt: skip
+    report = await engine.run_once("sandbox")
+    assert report.stale == 4
+    assert announced == []
+    states = await store.states("sandbox", ids)
+    assert {(s.sync_status, s.remote_id) for s in states.values()} == {(S.PROCESSING, None)}

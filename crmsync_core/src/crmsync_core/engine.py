@@ -302,7 +302,10 @@ class Engine:
         resolutions = [self._resolve(run, contacts[o.contact_id], o, now) for o in outcomes]
         result = await asyncio.shield(self.store.record(claim, resolutions, now=now))
         run.report.stale += result.stale
-        self._after_record(run, contacts, resolutions)
+        # Hooks hear only of what was written: a stale result belongs to the worker that took it back.
+        self._after_record(
+            run, contacts, [r for r in resolutions if r.contact_id in result.written_ids]
+        )
 
     async def _keep_claimed(self, run: _Run, held: list[Claim], pushed: asyncio.Event) -> None:
         """Renew the claim while its push goes on: a slow CRM must not look like a dead worker.

@@ -108,9 +108,14 @@ class Resolution:
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:
-    written: int
+    #: the contacts whose result was written
+    written_ids: frozenset[ContactId]
     #: results refused because the claim was no longer this worker's (it expired and was taken back)
     stale: int
+
+    @property
+    def written(self) -> int:
+        return len(self.written_ids)
 
 
 @dataclass
@@ -672,15 +677,15 @@ class Store:
         groups: dict[Event, list[Resolution]] = {}
         for resolution in resolutions:
             groups.setdefault(resolution.event, []).append(resolution)
-        written = 0
+        written: set[ContactId] = set()
         async with self._transaction(None) as conn:
             for event, group in groups.items():
                 for start in range(0, len(group), RECORD_CHUNK):
                     statement = self._record_statement(
                         c, event, claim, group[start : start + RECORD_CHUNK], now
                     )
-                    written += await self._changed(conn, statement)
-        return RecordResult(written, len(resolutions) - written)
+                    written.update(row[0] for row in await conn.execute(statement))
+        return RecordResult(frozenset(written), len(resolutions) - len(written))
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
         """Hand claimed contacts back to the queue untouched (fatal error, shutdown): no attempt used."""
@@ -947,15 +952,7 @@ class Store:
             if c.failed_crm is not None and c.names.failed_crm:
                 values[c.names.failed_crm] = c.names.crm
         values |= self._touch(now)
-        return sa.update(self.table).where(*where).values(values)
-
-    async def _changed(self, conn: AsyncConnection, statement: Any) -> int:
-        """Execute ``statement`` and return how many rows it changed."""
-        result = await conn.execute(statement)
-        if self.dialect == "sqlite":
-            # Python's sqlite3 gives no row count for a statement that starts with WITH.
-            return int((await conn.execute(sa.text("SELECT changes()"))).scalar_one())
-        return max(result.rowcount, 0)
+        return sa.update(self.table).where(*where).values(values).returning(self._id_column)
 
     def _typed(self, value: sa.ColumnElement[Any], column: sa.Column[Any]) -> sa.ColumnElement[Any]:
         # PostgreSQL types a VALUES column whose rows are all NULL as text; say what it holds. (SQLite's
