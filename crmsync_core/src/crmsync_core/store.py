@@ -933,8 +933,7 @@ class Store:
                 (*row, r.attempts, self._at(c.next_attempt_at, r.next_attempt_at))
                 for row, r in zip(rows, group, strict=True)
             ]
-        # A CTE rather than FROM (VALUES ...) AS alias (columns): SQLite only knows the former.
-        outcome = sa.values(*columns, name="outcome").data(rows).cte("outcome")
+        outcome = self._outcome_rows(columns, rows)
         where = [self._id_column == outcome.c.contact_id, condition]
         if c.names.claim_is_token:
             where.append(c.claimed_at == self._at(c.claimed_at, claim.claimed_at))
@@ -953,6 +952,26 @@ class Store:
                 values[c.names.failed_crm] = c.names.crm
         values |= self._touch(now)
         return sa.update(self.table).where(*where).values(values).returning(self._id_column)
+
+    def _outcome_rows(
+        self, columns: list[sa.ColumnClause[Any]], rows: list[tuple[Any, ...]]
+    ) -> Any:
+        """The outcomes as a table to join in an UPDATE.
+
+        On PostgreSQL, ``unnest`` of one array per column: the statement is the same for every batch, so
+        SQLAlchemy compiles it once (a VALUES list of literal rows costs a compilation per batch, which
+        was most of the engine's CPU). SQLite has no arrays: a VALUES CTE there.
+        """
+        if self.dialect == "postgresql":
+            arrays = [
+                sa.bindparam(
+                    f"outcome_{column.name}", list(values), type_=postgresql.ARRAY(column.type)
+                )
+                for column, values in zip(columns, zip(*rows, strict=True), strict=True)
+            ]
+            return sa.func.unnest(*arrays).table_valued(*columns, name="outcome").render_derived()
+        # A CTE rather than FROM (VALUES ...) AS alias (columns): SQLite only knows the former.
+        return sa.values(*columns, name="outcome").data(rows).cte("outcome")
 
     def _typed(self, value: sa.ColumnElement[Any], column: sa.Column[Any]) -> sa.ColumnElement[Any]:
         # PostgreSQL types a VALUES column whose rows are all NULL as text; say what it holds. (SQLite's
