@@ -69,6 +69,27 @@ def make_engine(store: Store, crm: SandboxCrm, clock: Clock, **settings: Any) ->
     )
 
 
+def engine_with_adapter(
+    store: Store, clock: Clock, factory: Any, *plugins: object, **settings: Any
+) -> Engine:
+    """An engine whose "sandbox" CRM is served by ``factory`` (an adapter written for one test)."""
+    spec = AdapterSpec(
+        name="sandbox",
+        settings_model=SandboxSettings,
+        factory=factory,
+        max_batch_size=10,
+        rate_limit=None,
+        partial_success=False,
+    )
+    return Engine(
+        store,
+        registry=Registry(load_entry_points=False, plugins=[AdapterPlugin(spec), *plugins]),
+        settings={"sandbox": SandboxSettings(**settings)},
+        clock=clock,
+        request_retry=NO_WAIT,
+    )
+
+
 def rows(count: int, **overrides: Any) -> list[dict[str, Any]]:
     return [
         {"id": uuid.uuid4(), "email": f"person{n}@example.com", "name": f"Person {n}", **overrides}

@@ -11,24 +11,21 @@ import pytest
 
 from crmsync_core import (
     Contact,
-    Engine,
     Layout,
     Outcome,
     ProcessingStatus,
     RateLimitExhaustedError,
-    Registry,
     Store,
     Synced,
     SyncStatus,
     hookimpl,
 )
-from crmsync_core.adapter import AdapterContext, AdapterSpec
+from crmsync_core.adapter import AdapterContext
 from crmsync_core.errors import AdapterNotInstalledError, ConfigurationError
 from crmsync_core.ratelimit import RateLimit, TokenBucket
-from crmsync_core.retry import NO_WAIT
 from crmsync_core.testing import SandboxCrm, SandboxSettings, sandbox_adapter_spec
 
-from .conftest import AdapterPlugin, Clock, make_engine, rows
+from .conftest import Clock, engine_with_adapter, make_engine, rows
 
 S, P = SyncStatus, ProcessingStatus
 
@@ -130,16 +127,8 @@ async def test_missing_settings_stop_before_anything_is_claimed(store: Store, cl
         def factory(settings: SandboxSettings, context: AdapterContext) -> Any:
             raise ConfigurationError("SANDBOX_API_KEY is not set: create a key and set it")
 
-    spec = AdapterSpec(
-        name="sandbox", settings_model=SandboxSettings, factory=KeyRequired.factory,
-        max_batch_size=10, rate_limit=None, partial_success=False,
-    )  # fmt: skip
     ids = await queue(store, rows(5), clock)
-    engine = Engine(
-        store,
-        registry=Registry(load_entry_points=False, plugins=[AdapterPlugin(spec)]),
-        clock=clock,
-    )
+    engine = engine_with_adapter(store, clock, KeyRequired.factory)
     report = await engine.run_once("sandbox")
     assert report.stopped == "SANDBOX_API_KEY is not set: create a key and set it"
     assert report.claimed == 0
@@ -157,16 +146,8 @@ async def test_daily_limit_reports_when_to_resume(store: Store, clock: Clock) ->
         async def aclose(self) -> None:
             pass
 
-    spec = AdapterSpec(
-        name="sandbox", settings_model=SandboxSettings, factory=Exhausted,
-        max_batch_size=10, rate_limit=None, partial_success=False,
-    )  # fmt: skip
     ids = await queue(store, rows(5), clock)
-    engine = Engine(
-        store,
-        registry=Registry(load_entry_points=False, plugins=[AdapterPlugin(spec)]),
-        clock=clock,
-    )
+    engine = engine_with_adapter(store, clock, Exhausted)
     report = await engine.run_once("sandbox")
     assert (report.stopped, report.resume_after) == ("daily limit reached", 3600)
     states = await store.states("sandbox", ids)
@@ -191,15 +172,8 @@ async def test_an_adapter_that_breaks_the_protocol_loses_no_contact(
         async def aclose(self) -> None:
             pass
 
-    spec = AdapterSpec(
-        name="sandbox", settings_model=SandboxSettings, factory=Forgetful,
-        max_batch_size=10, rate_limit=None, partial_success=False,
-    )  # fmt: skip
     ids = await queue(store, rows(3), clock)
-    engine = Engine(
-        store, registry=Registry(load_entry_points=False, plugins=[AdapterPlugin(spec)]),
-        settings={"sandbox": SandboxSettings(sync_concurrency=1)}, clock=clock, request_retry=NO_WAIT,
-    )  # fmt: skip
+    engine = engine_with_adapter(store, clock, Forgetful, sync_concurrency=1)
     report = await engine.run_once("sandbox")
     assert (report.synced, report.retrying) == (1, 2)
     states = await store.states("sandbox", ids)
@@ -381,15 +355,8 @@ async def test_a_result_that_came_too_late_is_not_written_nor_announced(
         async def aclose(self) -> None:
             pass
 
-    spec = AdapterSpec(
-        name="sandbox", settings_model=SandboxSettings, factory=TakenOverMidPush,
-        max_batch_size=10, rate_limit=None, partial_success=False,
-    )  # fmt: skip
     ids = await queue(store, rows(4), clock)
-    engine = Engine(
-        store, registry=Registry(load_entry_points=False, plugins=[AdapterPlugin(spec), Host()]),
-        settings={"sandbox": SandboxSettings(sync_concurrency=1)}, clock=clock, request_retry=NO_WAIT,
-    )  # fmt: skip
+    engine = engine_with_adapter(store, clock, TakenOverMidPush, Host(), sync_concurrency=1)
     report = await engine.run_once("sandbox")
     assert report.stale == 4
     assert announced == []
