@@ -15,18 +15,10 @@ from crmsync_core import Engine, Layout, ProcessingStatus, Store, SyncStatus
 from crmsync_core.plugins import Registry
 from crmsync_core.ratelimit import RateLimit, TokenBucket
 from crmsync_core.retry import NO_WAIT
-from crmsync_core.testing import contact_rows
+from crmsync_core.testing import MovableClock, contact_rows
 
 KEY = "xkeysib-e2e-0123456789abcdef"
 START = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def settings(**changes: Any) -> BrevoSettings:
@@ -43,7 +35,12 @@ def settings(**changes: Any) -> BrevoSettings:
 
 
 def engine(
-    store: Store, fake: FakeBrevo, config: BrevoSettings, clock: Clock, *, limited: bool = False
+    store: Store,
+    fake: FakeBrevo,
+    config: BrevoSettings,
+    clock: MovableClock,
+    *,
+    limited: bool = False,
 ) -> Engine:
     return Engine(
         store,
@@ -85,7 +82,7 @@ async def states_of(store: Store, rows: list[dict[str, Any]]) -> dict[Any, Any]:
 
 async def test_queued_contacts_are_upserted_one_by_one(store: Store, fake: FakeBrevo) -> None:
     rows = await add(store, 30, invalid_email_share=0.1)
-    report = await engine(store, fake, settings(), Clock()).run_once("brevo")
+    report = await engine(store, fake, settings(), MovableClock(START)).run_once("brevo")
 
     states = await states_of(store, rows)
     complete = [r for r in rows if states[r["id"]].sync_status is SyncStatus.COMPLETE]
@@ -109,7 +106,7 @@ async def test_queued_contacts_are_upserted_one_by_one(store: Store, fake: FakeB
 async def test_large_batches_are_imported(store: Store, fake: FakeBrevo) -> None:
     rows = await add(store, 60)
     config = settings(sync_scheduler_batch_size=30, import_threshold=10)
-    report = await engine(store, fake, config, Clock()).run_once("brevo")
+    report = await engine(store, fake, config, MovableClock(START)).run_once("brevo")
 
     assert report.stopped is None
     assert report.synced == 60
@@ -123,7 +120,7 @@ async def test_large_batches_are_imported(store: Store, fake: FakeBrevo) -> None
 
 async def test_server_errors_are_retried_on_a_later_run(store: Store, fake: FakeBrevo) -> None:
     rows = await add(store, 4)
-    clock = Clock()
+    clock = MovableClock(START)
     fake.fail_next(503, times=4 * NO_WAIT.attempts, path="/contacts")
     first = await engine(store, fake, settings(), clock).run_once("brevo")
 
@@ -147,7 +144,9 @@ async def test_rate_limit_waits_use_no_attempts(store: Store, fake: FakeBrevo) -
     rows = await add(store, 3)
     # More 429s than a request has attempts, with Brevo's headers saying when to come back.
     fake.fail_next(429, times=NO_WAIT.attempts + 2, headers={"x-sib-ratelimit-reset": "0.05"})
-    report = await engine(store, fake, settings(), Clock(), limited=True).run_once("brevo")
+    report = await engine(store, fake, settings(), MovableClock(START), limited=True).run_once(
+        "brevo"
+    )
 
     assert report.synced == 3
     assert report.retrying == report.failed == 0
@@ -159,7 +158,7 @@ async def test_rate_limit_waits_use_no_attempts(store: Store, fake: FakeBrevo) -
 async def test_a_refused_key_leaves_every_contact_queued(store: Store, fake: FakeBrevo) -> None:
     rows = await add(store, 25)
     config = settings(api_key="xkeysib-revoked-000000000000")
-    report = await engine(store, fake, config, Clock()).run_once("brevo")
+    report = await engine(store, fake, config, MovableClock(START)).run_once("brevo")
 
     assert report.stopped is not None
     assert "BREVO_API_KEY" in report.stopped
@@ -175,7 +174,7 @@ async def test_a_refused_key_leaves_every_contact_queued(store: Store, fake: Fak
 
 async def test_an_unknown_list_stops_the_run(store: Store, fake: FakeBrevo) -> None:
     rows = await add(store, 5)
-    report = await engine(store, fake, settings(list_id=77), Clock()).run_once("brevo")
+    report = await engine(store, fake, settings(list_id=77), MovableClock(START)).run_once("brevo")
     assert report.stopped is not None
     assert "BREVO_LIST_ID" in report.stopped
     states = await states_of(store, rows)
@@ -186,7 +185,7 @@ async def test_an_unknown_list_stops_the_run(store: Store, fake: FakeBrevo) -> N
 
 async def test_a_failed_import_is_retried_not_completed(store: Store, fake: FakeBrevo) -> None:
     rows = await add(store, 20)
-    clock = Clock()
+    clock = MovableClock(START)
     config = settings(sync_scheduler_batch_size=20, import_threshold=10)
     fake.import_outcome = "failed"
     first = await engine(store, fake, config, clock).run_once("brevo")
@@ -213,7 +212,7 @@ async def test_contacts_brevo_rejects_end_in_error_with_its_reason(
     rows[0]["email"] = "someone@rejected.invalid"  # looks fine, but Brevo refuses it
     await store.add_contacts(rows)
     await store.queue("brevo", [row["id"] for row in rows], now=START)
-    report = await engine(store, fake, settings(), Clock()).run_once("brevo")
+    report = await engine(store, fake, settings(), MovableClock(START)).run_once("brevo")
 
     assert (report.synced, report.failed, report.retrying) == (2, 1, 0)
     states = await states_of(store, rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,18 +12,12 @@ import pytest
 from crmsync_core import Engine, Layout, Registry, Store, hookimpl
 from crmsync_core.adapter import AdapterSpec
 from crmsync_core.retry import NO_WAIT
-from crmsync_core.testing import SandboxCrm, SandboxSettings, sandbox_adapter_spec
+from crmsync_core.testing import MovableClock, SandboxCrm, SandboxSettings, sandbox_adapter_spec
 
 
-class Clock:
+class Clock(MovableClock):
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
+        super().__init__(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))
 
 
 class AdapterPlugin:

@@ -61,6 +61,7 @@ CORE_NAMES = [
 ]
 
 TESTING_NAMES = [
+    "MovableClock",
     "SandboxAdapter",
     "SandboxCrm",
     "SandboxSettings",

@@ -19,18 +19,11 @@ from crmsync_core import Engine, Layout, Store
 from crmsync_core.plugins import Registry
 from crmsync_core.retry import NO_WAIT
 from crmsync_core.status import ProcessingStatus, SyncStatus
+from crmsync_core.testing import MovableClock
 from crmsync_core.testing.data import contact_rows
 from crmsync_mautic import FakeMautic, MauticSettings
 
 START = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
-
-
-class Now:
-    def __init__(self) -> None:
-        self.value = START
-
-    def __call__(self) -> datetime:
-        return self.value
 
 
 @pytest.fixture
@@ -57,7 +50,7 @@ def engine(
     fake: FakeMautic,
     config: MauticSettings,
     transport: Any = None,
-    now: Now | None = None,
+    now: MovableClock | None = None,
 ) -> Engine:
     return Engine(
         store,
@@ -65,7 +58,7 @@ def engine(
         settings={"mautic": config},
         transports={"mautic": transport or fake.transport()},
         request_retry=NO_WAIT,
-        clock=now or Now(),
+        clock=now or MovableClock(START),
     )
 
 
@@ -181,14 +174,14 @@ async def test_a_mautic_outage_is_retried_on_a_later_run(store: Store) -> None:
     fake = FakeMautic()
     fake.fail_next(503, times=NO_WAIT.attempts)
     ids = await add(store, list(contact_rows(4, seed=4)))
-    now = Now()
+    now = MovableClock(START)
 
     first = await engine(store, fake, settings(fake), now=now).run_once("mautic")
     assert first.retrying == 4
     waiting = await store.states("mautic", ids)
     assert all(s.attempts == 1 and s.next_attempt_at is not None for s in waiting.values())
 
-    now.value += timedelta(hours=1)
+    now.now += timedelta(hours=1)
     second = await engine(store, fake, settings(fake), now=now).run_once("mautic")
     assert second.synced == 4
     done = await store.states("mautic", ids)

@@ -16,19 +16,11 @@ import crmsync_n8n.plugin
 from crmsync_core import Engine, Layout, Store, SyncStatus
 from crmsync_core.plugins import Registry
 from crmsync_core.retry import NO_WAIT
-from crmsync_core.testing import contact_rows
+from crmsync_core.testing import MovableClock, contact_rows
 from crmsync_n8n import SCRAPERSKY_FIELDS, FakeN8n, N8nSettings
 
 URL = "https://n8n.example.com/webhook/scrapersky-contacts"
 START = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def settings(**changes: Any) -> N8nSettings:
@@ -36,7 +28,7 @@ def settings(**changes: Any) -> N8nSettings:
 
 
 def engine(
-    store: Store, transport: httpx.AsyncBaseTransport, config: N8nSettings, clock: Clock
+    store: Store, transport: httpx.AsyncBaseTransport, config: N8nSettings, clock: MovableClock
 ) -> Engine:
     return Engine(
         store,
@@ -70,7 +62,7 @@ async def test_queued_contacts_reach_the_workflow_in_scraperskys_shape(store: St
     fake = FakeN8n.with_bearer("e2e-secret-value", response_mode="lastNode")
     config = settings(webhook_secret="e2e-secret-value", sync_scheduler_batch_size=15)
 
-    report = await engine(store, fake.transport(), config, Clock()).run_once("n8n")
+    report = await engine(store, fake.transport(), config, MovableClock(START)).run_once("n8n")
 
     states = await store.states("n8n", [row["id"] for row in rows])
     complete = [row for row in rows if states[row["id"]].sync_status is SyncStatus.COMPLETE]
@@ -97,7 +89,7 @@ async def test_inactive_workflow_stops_the_run_and_keeps_contacts_queued(store: 
     rows = await add(store, 12)
     fake = FakeN8n(active=False)
 
-    report = await engine(store, fake.transport(), settings(), Clock()).run_once("n8n")
+    report = await engine(store, fake.transport(), settings(), MovableClock(START)).run_once("n8n")
 
     assert report.stopped is not None
     assert "activate the workflow" in report.stopped
@@ -125,7 +117,7 @@ async def test_a_workflow_can_drop_what_an_ambiguous_timeout_sent_twice(store: S
     rows = await add(store, 6)
     fake = FakeN8n(response_mode="onReceived")
     transport = LosesAnswers(fake)
-    clock = Clock()
+    clock = MovableClock(START)
     run = engine(store, transport, settings(workflow_id="wf-42"), clock)
 
     first = await run.run_once("n8n")
@@ -157,7 +149,9 @@ async def test_remote_id_lands_in_scraperskys_n8n_workflow_id(
         await store.queue("n8n", [row["id"] for row in rows], now=START)
         fake = FakeN8n(response_mode="lastNode")
 
-        report = await engine(store, fake.transport(), settings(), Clock()).run_once("n8n")
+        report = await engine(store, fake.transport(), settings(), MovableClock(START)).run_once(
+            "n8n"
+        )
 
         assert report.synced == 5
         async with store.engine.connect() as conn:

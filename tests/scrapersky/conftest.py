@@ -6,8 +6,7 @@ from __future__ import annotations
 import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crmsync_core import AdapterSpec, Engine, Layout, Registry, Store, hookimpl
 from crmsync_core.errors import ConfigurationError
 from crmsync_core.layout import BUILTIN_CRMS
-from crmsync_core.testing import SandboxCrm, SandboxSettings, sandbox_adapter_spec
+from crmsync_core.testing import MovableClock, SandboxCrm, SandboxSettings, sandbox_adapter_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scrapersky" / "app.py"
 
@@ -160,17 +159,7 @@ def make_registry() -> Callable[..., Registry]:
     return sandbox_registry
 
 
-@dataclass
-class Clock:
-    """Aware UTC time that tests move forward to make retries due."""
-
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+Clock = MovableClock
 
 
 @pytest.fixture

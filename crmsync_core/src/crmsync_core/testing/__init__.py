@@ -2,13 +2,16 @@
 
 * :func:`sandbox_adapter_spec` / :class:`SandboxCrm`: an in-memory CRM adapter.
 * :func:`contact_rows`: realistic contact rows (unicode names, bad addresses, duplicates).
+* :class:`MovableClock`: an engine clock that tests move forward to make retries due.
 * :mod:`crmsync_core.testing.contract`: the adapter contract test kit (needs pytest).
 """
 
+from .clock import MovableClock
 from .data import contact_rows
 from .sandbox import SandboxAdapter, SandboxCrm, SandboxSettings, sandbox_adapter_spec
 
 __all__ = [
+    "MovableClock",
     "SandboxAdapter",
     "SandboxCrm",
     "SandboxSettings",
