@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crmsync_core.contacts import Contact
 
-from .settings import BrevoSettings
+if TYPE_CHECKING:
+    from .settings import BrevoSettings
 
 AttributeValue = str | bool
 

@@ -10,6 +10,10 @@ from pydantic_settings import SettingsConfigDict
 
 from crmsync_core.settings import SyncSettings
 
+from .mapping import AttributeNames
+
+_SCRAPERSKY_NAMES = AttributeNames()
+
 DEFAULT_BASE_URL = "https://api.brevo.com/v3"
 _ATTRIBUTE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -36,14 +40,15 @@ class BrevoSettings(SyncSettings):
     #: first wait between two polls of an import; each later wait doubles, up to 15 s
     import_poll_interval_seconds: float = Field(1.0, ge=0)
 
-    attribute_firstname: str = "FIRSTNAME"
-    attribute_lastname: str = "LASTNAME"
-    attribute_sms: str = "SMS"
-    attribute_domain_id: str = "DOMAIN_ID"
-    attribute_page_id: str = "PAGE_ID"
-    attribute_email_type: str = "EMAIL_TYPE"
-    attribute_source_url: str = "SOURCE_URL"
-    attribute_has_gmail: str = "HAS_GMAIL"
+    # The attribute names ScraperSky uses: AttributeNames is the one place they are written.
+    attribute_firstname: str = _SCRAPERSKY_NAMES.firstname
+    attribute_lastname: str = _SCRAPERSKY_NAMES.lastname
+    attribute_sms: str = _SCRAPERSKY_NAMES.sms
+    attribute_domain_id: str = _SCRAPERSKY_NAMES.domain_id
+    attribute_page_id: str = _SCRAPERSKY_NAMES.page_id
+    attribute_email_type: str = _SCRAPERSKY_NAMES.email_type
+    attribute_source_url: str = _SCRAPERSKY_NAMES.source_url
+    attribute_has_gmail: str = _SCRAPERSKY_NAMES.has_gmail
 
     @field_validator("list_id", mode="before")
     @classmethod
