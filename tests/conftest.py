@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+#: ScraperSky's real table, kept in the repository beside the example app that uses it
+SCRAPERSKY_SQL = Path(__file__).resolve().parents[1] / "examples" / "scrapersky" / "contacts.sql"
 
 
 def _admin_dsn(url: str) -> str:
@@ -54,5 +55,5 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def scrapersky_sql() -> str:
-    """ScraperSky's real contacts table, as shared/scrapersky/contacts.sql gives it."""
-    return (SHARED / "scrapersky" / "contacts.sql").read_text()
+    """ScraperSky's real contacts table (``examples/scrapersky/contacts.sql``)."""
+    return SCRAPERSKY_SQL.read_text()

@@ -2,7 +2,7 @@
 
 An autouse fixture wraps ``httpx.AsyncClient.send``: each request to a ``/v3/...`` path is validated
 (path, method, ``api-key`` security header, body schema) with openapi-core against
-``../shared/specs/brevo-openapi-v3.yaml``, whatever host the test points the adapter at (the fake's
+``tests/fixtures/brevo-openapi-v3.yaml`` (Brevo's published spec, copied into the repository), whatever host the test points the adapter at (the fake's
 sandbox host or a loopback port stand in for ``https://api.brevo.com``). A violation fails the test at
 teardown, even when the adapter turned the failed request into an outcome. Downloads of import reports
 (not part of the API) are the only requests left out.
@@ -25,9 +25,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from crmsync_brevo.fake import REPORT_HOST
 
-SPEC_PATH = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "brevo-openapi-v3.yaml"
-)
+SPEC_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "brevo-openapi-v3.yaml"
 API_HOST_URL = "https://api.brevo.com"
 
 
