@@ -268,6 +268,10 @@ async def schema_sql_for(database: str | AsyncEngine, layout: Layout) -> str:
             if not exists:
                 return schema_sql(layout, engine.dialect.name)
             statements = await conn.run_sync(missing_columns_sql, table)
+    except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise DatabaseUnavailableError(f"cannot reach the database {url}: {reason}") from None
     finally:
         if isinstance(database, str):
             await engine.dispose()
