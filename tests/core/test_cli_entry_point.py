@@ -11,6 +11,7 @@ import asyncio
 import http.server
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -57,7 +58,8 @@ def folder_state(folder: Path) -> dict[str, object]:
     for name in names:
         path = folder / name
         if path.suffix == ".sqlite3":
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            # immutable: a read-only connection would leave -wal and -shm files behind
+            with sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True) as conn:
                 contents[name] = list(conn.iterdump())
             conn.close()
         elif path.is_file():
@@ -73,12 +75,11 @@ def folder(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def ids(folder: Path) -> list[str]:
-    """``crmsync.sqlite3`` in the working folder, made by ``crmsync schema --apply``, with three contacts
-    (the first queued for brevo); their ids."""
-    applied = crmsync(folder, "schema", "--apply")
-    assert applied.returncode == 0, applied.stderr
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A ``crmsync.sqlite3`` with the default table of the installed adapters and three contacts, the
+    first queued for brevo (made once: each test copies it); and their ids."""
+    path = tmp_path_factory.mktemp("template") / "crmsync.sqlite3"
     rows = [
         {"id": uuid.uuid4(), "email": f"{name.lower()}@acme.test", "name": name}
         for name in ("Ada", "Grace", "Alan")
@@ -86,7 +87,7 @@ def ids(folder: Path) -> list[str]:
 
     async def seed() -> None:
         layout = Layout.default(list(Registry().adapters().values()))
-        store = await Store.connect(f"sqlite:///{folder / 'crmsync.sqlite3'}", layout)
+        store = await Store.connect(f"sqlite:///{path}", layout, create=True)
         try:
             await store.add_contacts(rows)
             await store.queue("brevo", [rows[0]["id"]])
@@ -94,7 +95,16 @@ def ids(folder: Path) -> list[str]:
             await store.close()
 
     asyncio.run(seed())
-    return [str(row["id"]) for row in rows]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["crmsync.sqlite3"]
+    return path, [str(row["id"]) for row in rows]
+
+
+@pytest.fixture
+def ids(folder: Path, template: tuple[Path, list[str]]) -> list[str]:
+    """``crmsync.sqlite3`` in the working folder (three contacts, the first queued for brevo); their
+    ids."""
+    shutil.copyfile(template[0], folder / "crmsync.sqlite3")
+    return template[1]
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int, message: str) -> str:
