@@ -265,6 +265,7 @@ def test_the_missing_key_line_names_the_variable_and_the_run_says_what_it_did(
         ["queue", "--crm", "brevo", "--ids", "x"],
         ["sync", "--crm", "brevo"],
         ["schema", "--apply", "--database-url", "sqlite:///sub/dir/x.sqlite3"],
+        ["demo", "--database-url", "sqlite:///sub/dir/x.sqlite3"],
     ],
     ids=lambda args: "-".join(a.strip("-") for a in args[:2]),
 )

@@ -143,6 +143,16 @@ class Options:
                 "the table with `crmsync schema --apply` (or try `crmsync demo`)"
             )
 
+    def require_database_folder(self) -> None:
+        """For commands that create a SQLite file: its folder must exist (SQLite would fail to open it
+        with a bare "unable to open database file")."""
+        path = self.sqlite_file()
+        if path is not None and not path.parent.is_dir():
+            raise click.ClickException(
+                f"the folder {str(path.parent)!r} of the database file does not exist; create it, or "
+                "give another --database-url"
+            )
+
     @asynccontextmanager
     async def open_store(
         self, *, read_only: bool = False, layout: Layout | None = None

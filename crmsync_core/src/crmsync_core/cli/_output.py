@@ -130,16 +130,19 @@ def print_report(report: RunReport, as_json: bool) -> bool:
 
 
 class RunProgress:
-    """A run's progress on stderr: a bar on a terminal, else a line every ``every`` seconds (every batch
-    when ``every`` is 0), and a line when nothing moved for that long. Use as an async context manager
+    """A run's progress on stderr: a bar on a terminal (unless ``bar`` is false), else a line every
+    ``every`` seconds (every batch when ``every`` is 0), also when nothing moved for that long. Use as an async context manager
     and pass :meth:`update` as the engine's ``progress`` callback."""
 
-    def __init__(self, crm: str, total: int, *, every: float = PROGRESS_EVERY, quiet: bool = False):
+    def __init__(
+        self, crm: str, total: int, *, every: float = PROGRESS_EVERY, bar: bool = True
+    ) -> None:
         self.crm = crm
         self.total = total
         self.every = every
-        self.quiet = quiet
-        self.terminal = not quiet and stderr().is_terminal
+        # On a terminal without a bar (--json), stay quiet: the lines are for logs.
+        self.terminal = stderr().is_terminal
+        self.quiet = self.terminal and not bar
         self._started = time.monotonic()
         self._last_line = self._started
         self._report: RunReport | None = None

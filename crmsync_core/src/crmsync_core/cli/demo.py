@@ -37,7 +37,7 @@ async def demo(options: Options, contacts: int, failure_rate: float, seed: int) 
     from ._output import RunProgress, report_line, status_tables, stdout
 
     registry, crms = demo_registry(options.registry)
-    options.url()
+    options.require_database_folder()
     url = options.database_url
     path = options.sqlite_file()
     if path is not None:

@@ -60,6 +60,7 @@ async def schema(
                 await engine.dispose()
         click.echo(sql, nl=False)
         return
+    options.require_database_folder()
     sql = await schema_sql_for(options.database_url, layout)
     store = await Store.connect(options.database_url, layout, create=True)
     await store.close()

@@ -62,7 +62,7 @@ async def sync(
         for crm in crms:
             due = (await store.summary(crm)).due
             total = min(due, limit) if limit else due
-            async with RunProgress(crm, total, every=progress_every, quiet=as_json) as progress:
+            async with RunProgress(crm, total, every=progress_every, bar=not as_json) as progress:
                 report = await engine.run_once(crm, limit=limit, progress=progress.update)
             failed = print_report(report, as_json) or failed
     if failed:
