@@ -452,3 +452,10 @@ def test_importing_the_core_loads_no_database_http_or_test_code() -> None:
     roots = {name.split(".")[0] for name in loaded}
     assert roots.isdisjoint({"sqlalchemy", "httpx", "pytest", "pydantic", "psycopg"}), roots
     assert not [name for name in loaded if "fake" in name.split(".")[-1]]
+
+
+def test_no_command_shows_the_help_not_an_error(folder: Path) -> None:
+    result = crmsync(folder)
+    assert result.returncode == 2
+    assert "Usage: crmsync [OPTIONS] COMMAND" in result.stderr
+    assert "error:" not in result.stderr

@@ -44,6 +44,12 @@ COMMANDS: dict[str, str] = {
 }
 
 logger = logging.getLogger("crmsync.cli")
+#: what click (8.2 and later) raises for a group named without a command; older click prints the help itself
+_NO_ARGS_IS_HELP: tuple[type[click.ClickException], ...] = tuple(
+    getattr(click.exceptions, name)
+    for name in ("NoArgsIsHelpError",)
+    if hasattr(click.exceptions, name)
+)
 
 
 class CrmsyncGroup(click.Group):
@@ -112,6 +118,9 @@ class CrmsyncGroup(click.Group):
         try:
             result = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:
+            if isinstance(exc, _NO_ARGS_IS_HELP):
+                exc.show()  # a group named without a command: its help, as click shows it
+                sys.exit(exc.exit_code)
             hint = ""
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
