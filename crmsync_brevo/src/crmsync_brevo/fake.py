@@ -418,7 +418,8 @@ class FakeBrevo:
         try:
             process = self.processes[int(raw_id)]
         except (ValueError, KeyError):
-            return self._error(404, "document_not_found", "Process does not exist")
+            # the spec's example for an unknown process (GET /processes/{processId}, 404)
+            return self._error(404, "invalid_parameter", "processId is invalid")
         elapsed = self.clock() - process.started
         if process.status in ("queued", self.running_status):
             if process.outcome == "stalled" or elapsed < self.import_delay_seconds:
