@@ -9,6 +9,9 @@
 
 Contacts with an invalid e-mail are skipped before any request, and contacts that share an e-mail (in
 any letter case) are sent once and get the same outcome.
+
+What each of these relies on, with its source (the OpenAPI spec, the reference, the SDK) and whether it is
+confirmed: ``docs/vendors/brevo.md``.
 """
 
 from __future__ import annotations
