@@ -490,7 +490,8 @@ def test_webhook_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 
     settings = N8nSettings()
 
-    assert settings.webhook_url == "https://n8n.example.com/webhook/x"
+    assert settings.webhook_url is not None
+    assert settings.webhook_url.get_secret_value() == "https://n8n.example.com/webhook/x"
     assert SECRET not in repr(settings)
     assert settings.timeout_seconds == 30.0
     assert settings.webhook_auth == "bearer"

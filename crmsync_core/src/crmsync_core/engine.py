@@ -206,6 +206,7 @@ class Engine:
                 request_retry=self._request_retry,
                 transport=self._transports.get(crm),
                 logger=logging.getLogger(f"crmsync.{crm}"),
+                max_response_bytes=settings.sync_max_response_bytes,
             )
             adapter = spec.factory(settings, context)
         except (ConfigurationError, FatalError) as exc:

@@ -109,7 +109,7 @@ class MauticAdapter:
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigurationError(
                 "mautic: MAUTIC_BASE_URL must be an http(s) address such as "
-                f"https://mautic.example.com, not {settings.base_url[:80]!r}"
+                "https://mautic.example.com"
             )
         self._settings = settings
         self._root = root

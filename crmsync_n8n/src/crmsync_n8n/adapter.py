@@ -61,7 +61,9 @@ class N8nAdapter:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         """``clock`` gives the ``timestamp`` of each payload (aware UTC)."""
-        self._url = _webhook_url(settings.webhook_url)
+        self._url = _webhook_url(
+            settings.webhook_url.get_secret_value() if settings.webhook_url else None
+        )
         headers, auth, secrets = _credentials(settings)
         if TEST_PATH in self._url.path:
             context.logger.warning(
