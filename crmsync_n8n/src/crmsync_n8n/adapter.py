@@ -103,7 +103,9 @@ class N8nAdapter:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _body(self, group: list[Contact], sent_at: datetime) -> dict[str, Any] | list[dict[str, Any]]:
+    def _body(
+        self, group: list[Contact], sent_at: datetime
+    ) -> dict[str, Any] | list[dict[str, Any]]:
         items = [
             contact_payload(c, sent_at=sent_at, extra_fields=self._settings.extra_fields)
             for c in group
