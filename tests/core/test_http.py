@@ -256,7 +256,9 @@ async def test_httpx_request_lines_are_redacted_while_crmsync_sends(
 
 
 def test_url_secrets_are_the_query_and_the_password() -> None:
-    found = url_secrets("https://me:pa%24%24word@n8n.example/webhook/x?token=a%2Fb&sig=zz-signature")
+    found = url_secrets(
+        "https://me:pa%24%24word@n8n.example/webhook/x?token=a%2Fb&sig=zz-signature"
+    )
     assert "token=a%2Fb&sig=zz-signature" in found
     assert {"a%2Fb", "a/b", "zz-signature", "pa$$word"} <= set(found)
     assert not any("n8n.example" in value or "/webhook/x" in value for value in found)

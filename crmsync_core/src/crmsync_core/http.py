@@ -36,6 +36,8 @@ from .errors import AuthenticationError, MalformedResponseError, TransientError
 
 TRANSIENT_STATUSES = frozenset({408, 425}) | frozenset(range(500, 600))
 SNIPPET_LENGTH = 200
+#: how much of a body is looked at for a snippet (redacted whole, then cut)
+_SNIPPET_WINDOW = 65_536
 
 
 class Redactor:
@@ -352,16 +354,23 @@ class CrmClient:
                         f"{self.crm}: the answer to {self._where(response.request)} (HTTP "
                         f"{response.status_code}) is larger than {cap:,} bytes, the most crmsync reads "
                         f"({self.crm.upper()}_SYNC_MAX_RESPONSE_BYTES); it starts: "
-                        f"{self.redact(snippet(b''.join(chunks)[: SNIPPET_LENGTH * 4]))}"
+                        f"{self.snippet(b''.join(chunks))}"
                     )
         finally:
             await response.aclose()
         # What Response.aread() would have stored: the adapters read response.content as usual.
         response._content = b"".join(chunks)
 
+    def snippet(self, text: str | bytes, length: int = SNIPPET_LENGTH) -> str:
+        """:func:`snippet` of ``text`` with the secrets redacted first: cutting first could leave the
+        start of a secret that no longer matches whole."""
+        if isinstance(text, bytes):
+            text = text[:_SNIPPET_WINDOW].decode("utf-8", errors="replace")
+        return snippet(self.redact(text[:_SNIPPET_WINDOW]), length)
+
     def body_snippet(self, response: httpx.Response) -> str:
         """The start of the response body, redacted, for messages."""
-        return self.redact(snippet(response.content)) if response.content else "(empty body)"
+        return self.snippet(response.content) if response.content else "(empty body)"
 
     def json(self, response: httpx.Response) -> Any:
         """The parsed JSON body, or :class:`MalformedResponseError` quoting the start of the body."""
