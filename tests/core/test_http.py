@@ -263,3 +263,16 @@ def test_url_secrets_are_the_query_and_the_password() -> None:
     assert {"a%2Fb", "a/b", "zz-signature", "pa$$word"} <= set(found)
     assert not any("n8n.example" in value or "/webhook/x" in value for value in found)
     assert url_secrets("https://n8n.example/webhook/x") == []
+
+
+@pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError), (503, TransientError)])
+async def test_a_huge_error_page_keeps_the_meaning_of_its_status(
+    status: int, error: type[Exception]
+) -> None:
+    body = Endless()
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, stream=body))
+    async with capped_client(transport, 100_000) as crm:
+        with pytest.raises(error, match="proxy page") as raised:
+            await crm.request("POST", "/contacts", json={})
+    assert not isinstance(raised.value, MalformedResponseError)
+    assert body.sent <= 3 * (100_000 + body.chunk), "each try stopped reading at the cap"

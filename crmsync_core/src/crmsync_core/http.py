@@ -282,7 +282,7 @@ class CrmClient:
             started = time.perf_counter()
             try:
                 response = await self._http.send(request, stream=True)
-                await self._read_body(response)
+                whole = await self._read_body(response)
             except httpx.TimeoutException:
                 raise _RetryableResponse(
                     f"{self.crm}: {self._where(request)} timed out", retry_after=None, response=None
@@ -332,34 +332,42 @@ class CrmClient:
                     retry_after=parse_retry_after(response.headers.get("retry-after")),
                     response=response,
                 )
+            if not whole:
+                # Only now: a 401 or a 503 with a huge error page is still what its status says.
+                cap = self.context.max_response_bytes
+                raise MalformedResponseError(
+                    f"{self.crm}: the answer to {self._where(request)} (HTTP {status}) is larger "
+                    f"than {cap:,} bytes, the most crmsync reads "
+                    f"({self.crm.upper()}_SYNC_MAX_RESPONSE_BYTES); it starts: "
+                    f"{self.body_snippet(response)}"
+                )
             return response
 
-    async def _read_body(self, response: httpx.Response) -> None:
-        """Read the body of ``response``, at most ``max_response_bytes`` of it (after decoding).
+    async def _read_body(self, response: httpx.Response) -> bool:
+        """Read the body of ``response``, at most ``max_response_bytes`` of it (after decoding), and
+        say whether it was read whole.
 
         A larger answer (a proxy's error page, a misrouted download) is never held whole in memory:
-        reading stops at the cap and the request fails with the start of the body.
+        reading stops at the cap (at the first chunk when ``Content-Length`` announces more) and only
+        its start is kept, for the error message.
         """
         cap = self.context.max_response_bytes
         declared = response.headers.get("content-length", "")
-        too_big = declared.isdigit() and int(declared) > cap
+        whole = not (declared.isdigit() and int(declared) > cap)
         chunks: list[bytes] = []
         size = 0
         try:
             async for chunk in response.aiter_bytes():
                 chunks.append(chunk)
                 size += len(chunk)
-                if too_big or size > cap:
-                    raise MalformedResponseError(
-                        f"{self.crm}: the answer to {self._where(response.request)} (HTTP "
-                        f"{response.status_code}) is larger than {cap:,} bytes, the most crmsync reads "
-                        f"({self.crm.upper()}_SYNC_MAX_RESPONSE_BYTES); it starts: "
-                        f"{self.snippet(b''.join(chunks))}"
-                    )
+                if not whole or size > cap:
+                    whole = False
+                    break
         finally:
             await response.aclose()
         # What Response.aread() would have stored: the adapters read response.content as usual.
         response._content = b"".join(chunks)
+        return whole
 
     def snippet(self, text: str | bytes, length: int = SNIPPET_LENGTH) -> str:
         """:func:`snippet` of ``text`` with the secrets redacted first: cutting first could leave the
