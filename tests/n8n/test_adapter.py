@@ -18,9 +18,13 @@ import pytest
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.contacts import Contact, PermanentFailure, Skipped, Synced, TransientFailure
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
+from crmsync_core.retry import RequestRetry
+from crmsync_core.testing import MovableClock
 from crmsync_n8n import SPEC, FakeN8n, N8nAdapter, N8nSettings, contact_payload
+from crmsync_n8n.mapping import format_timestamp
 
 SECRET = "n8n-secret-0123456789"
+WEBHOOK_URL = "https://n8n.example.com/webhook/scrapersky-contacts"
 MakeAdapter = Callable[..., N8nAdapter]
 
 
@@ -226,12 +230,22 @@ async def test_a_single_contact_too_large_fails_for_good(make_adapter: MakeAdapt
 async def test_remote_id_is_the_execution_id_the_workflow_answers_with(
     make_adapter: MakeAdapter,
 ) -> None:
-    fake = FakeN8n(response_mode="lastNode")
+    fake = FakeN8n(response_mode="lastNode", last_node="execution_id")
 
     outcomes = await push(make_adapter(fake.transport(), workflow_id="wf-1"), contacts(3))
 
     ids = sorted(str(o.remote_id) for o in outcomes.values())
     assert ids == ["1", "2", "3"]
+
+
+async def test_last_node_mode_alone_gives_no_execution_id(make_adapter: MakeAdapter) -> None:
+    """n8n adds no execution id by itself: without a node that answers one, the remote id is
+    N8N_WORKFLOW_ID, however the workflow responds."""
+    fake = FakeN8n(response_mode="lastNode")
+
+    outcomes = await push(make_adapter(fake.transport(), workflow_id="wf-1"), contacts(3))
+
+    assert [o.remote_id for o in outcomes.values()] == ["wf-1"] * 3
 
 
 async def test_remote_id_is_the_workflow_id_when_n8n_only_says_started(
@@ -353,6 +367,10 @@ async def test_inactive_workflow_is_fatal_and_says_to_activate_it(
     assert "404" in message
     assert "activate the workflow" in message
     assert "N8N_WEBHOOK_URL" in message
+    # n8n's own hint, whole: a snippet of the body used to cut it short
+    assert message.endswith(
+        "You can activate the workflow using the toggle in the top-right of the editor."
+    )
 
 
 async def test_wrong_path_is_fatal(make_adapter: MakeAdapter) -> None:
@@ -490,7 +508,8 @@ def test_webhook_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 
     settings = N8nSettings()
 
-    assert settings.webhook_url == "https://n8n.example.com/webhook/x"
+    assert settings.webhook_url is not None
+    assert settings.webhook_url.get_secret_value() == "https://n8n.example.com/webhook/x"
     assert SECRET not in repr(settings)
     assert settings.timeout_seconds == 30.0
     assert settings.webhook_auth == "bearer"
@@ -508,3 +527,34 @@ async def test_timestamp_is_the_utc_time_of_sending_by_default() -> None:
     timestamp = fake.received[0].body["timestamp"]
     assert timestamp.endswith("Z")
     assert datetime.fromisoformat(timestamp).utcoffset() == timedelta(0)
+
+
+async def test_timestamp_is_taken_when_each_request_is_sent(now: datetime) -> None:
+    """Requests wait for a concurrency slot and retries: each carries the time it left, not the
+    time its batch started."""
+    clock = MovableClock(now)
+    fake = FakeN8n()
+    left_at: list[str] = []
+
+    async def slow_n8n(request: httpx.Request) -> httpx.Response:
+        left_at.append(format_timestamp(clock()))
+        clock.advance(seconds=7)  # each request takes 7 s
+        if len(left_at) == 1:
+            return httpx.Response(503, text="busy")  # the retry is a new send, with a new time
+        return await fake.handle(request)
+
+    adapter = N8nAdapter(
+        N8nSettings(webhook_url=WEBHOOK_URL, sync_concurrency=1),
+        AdapterContext.for_testing(
+            httpx.MockTransport(slow_n8n),
+            request_retry=RequestRetry(attempts=2, initial_wait=0, max_wait=0),
+        ),
+        clock=clock,
+    )
+
+    outcomes = await push(adapter, contacts(3))
+
+    assert all(isinstance(o, Synced) for o in outcomes.values())
+    assert [r.body["timestamp"] for r in fake.received] == left_at[1:]
+    assert len(set(left_at)) == 4  # 0 s (503), 7 s (its retry), 14 s, 21 s
+    assert len({r.idempotency_key for r in fake.received}) == 3
