@@ -36,7 +36,8 @@ PACKAGES = (
 def outcomes(report: Path) -> dict[str, str]:
     """Each test's outcome, keyed by its id; a test that errors in teardown counts as an error."""
     result: dict[str, str] = {}
-    for case in ET.parse(report).getroot().iter("testcase"):
+    # our own pytest run's report, not untrusted input
+    for case in ET.parse(report).getroot().iter("testcase"):  # noqa: S314
         test_id = f"{case.get('classname')}::{case.get('name')}"
         kinds = {child.tag for child in case} & {"failure", "error", "skipped"}
         outcome = "failed" if "failure" in kinds else "error" if "error" in kinds else None
@@ -71,7 +72,10 @@ def main(argv: list[str]) -> int:
         row = [resolved[name].get(package, "-") for name in resolved]
         print(f"{package:{width}}  " + "  ".join(f"{v:>12}" for v in row))
     for name, run in runs.items():
-        counts = {k: sum(1 for v in run.values() if v == k) for k in ("passed", "failed", "error", "skipped")}
+        counts = {
+            k: sum(1 for v in run.values() if v == k)
+            for k in ("passed", "failed", "error", "skipped")
+        }
         print(f"{name}: " + ", ".join(f"{count} {kind}" for kind, count in counts.items()))
         if not run or counts["passed"] != len(run):
             ok = False
