@@ -103,6 +103,8 @@ def create_app(database_url: str | None = None, *, registry: Registry | None = N
             session=get_db_session,
             dependencies=[Depends(get_current_user)],
             registry=registry,
-        )
+        ),
+        # the host's auth dependency answers 401: the schema says so
+        responses={401: {"description": "not authenticated"}},
     )
     return app
