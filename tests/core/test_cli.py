@@ -8,6 +8,7 @@ the environment: ``sync`` must then stop with what to set and leave every contac
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import sqlite3
@@ -39,8 +40,17 @@ def _user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+# click 8.2 keeps stderr apart from stdout by default and dropped `mix_stderr`; 8.1 needs it, or
+# `result.stderr` raises. Either way `stdout` and `stderr` are then the two streams.
+_SEPARATE_STDERR: dict[str, Any] = (
+    {"mix_stderr": False}
+    if tuple(map(int, importlib.metadata.version("click").split(".")[:2])) < (8, 2)
+    else {}
+)
+
+
 def run(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=input)
+    return CliRunner(**_SEPARATE_STDERR).invoke(cli, list(args), input=input)
 
 
 def pg_dsn(url: str) -> str:
@@ -117,7 +127,7 @@ def counts(summary: dict[str, Any]) -> dict[str, int]:
 def assert_one_line_error(result: Result, code: int, message: str) -> None:
     assert result.exit_code == code, result.output
     assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.stdout + result.stderr
     # One message (rich may wrap it to the terminal's width), after click's usage lines if any.
     assert result.stderr.count("rror:") == 1, result.stderr
     assert message in " ".join(result.stderr.split("rror:")[1].split()), result.stderr
