@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 
 from pydantic import ValidationError
 
+from .cli_check import check_command
 from .engine import Engine, RunReport
 from .errors import CrmsyncError
 from .filters import ContactFilter
@@ -438,6 +439,10 @@ def _print_report(report: RunReport, as_json: bool) -> None:
     console.print(line, highlight=False)
     if report.stopped:
         errors.print(f"[bold red]{report.crm} stopped:[/] {report.stopped}", highlight=False)
+
+
+# `crmsync check` lives in its own light module (the checks are imported when it runs).
+cli.add_command(check_command)
 
 
 def _register_plugin_commands() -> None:
