@@ -177,13 +177,12 @@ async def check(settings: BrevoSettings, context: CheckContext) -> list[CheckRes
             return [CheckResult("credentials", "problem", exc.message)]
         if context.scope == "fields":
             return attribute_results(settings, existing)
-        results = [
+        return [
             CheckResult("credentials", "ok", "the API key may read contacts"),
             *attribute_results(settings, existing),
             await _list_result(client, settings),
             _headroom(response),
         ]
-    return results
 
 
 async def _list_result(client: CrmClient, settings: BrevoSettings) -> CheckResult:
@@ -267,4 +266,3 @@ async def setup(
                     f"{client.body_snippet(response)}"
                 )
     return actions
-

@@ -206,7 +206,10 @@ async def _check_one(
         except ConfigurationError as exc:
             return [
                 CheckResult(
-                    "settings", "problem", exc.message, fix=f"fix the {prefix}* environment variables"
+                    "settings",
+                    "problem",
+                    exc.message,
+                    fix=f"fix the {prefix}* environment variables",
                 )
             ]
     results.append(CheckResult("settings", "ok", f"{prefix}* settings are valid"))
@@ -331,9 +334,7 @@ async def table_checks(
                 )
             )
         else:
-            results.append(
-                CheckResult("table", "ok", f"{layout.table!r} has the {crm} columns")
-            )
+            results.append(CheckResult("table", "ok", f"{layout.table!r} has the {crm} columns"))
     limit = settings.rate_limit(spec.rate_limit)
     if found.dialect != "postgresql":
         results.append(
@@ -381,7 +382,6 @@ async def engine_preflight(
             "%s: could not check the account's fields before syncing: %s", spec.name, message
         )
         return None
-
 
 
 SetupStatus = Literal["exists", "created", "would create", "kept"]
