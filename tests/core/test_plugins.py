@@ -472,4 +472,5 @@ def test_a_valid_spec_describes_itself() -> None:
         "remote_id_column": "my_crm2_contact_id",
         "settings_env_prefix": "SANDBOX_",
         "sandbox": False,
+        "check": False,
     }

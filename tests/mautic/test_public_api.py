@@ -49,6 +49,7 @@ def test_registry_finds_the_adapter_through_the_plugin() -> None:
         "remote_id_column": "mautic_contact_id",
         "settings_env_prefix": "MAUTIC_",
         "sandbox": True,
+        "check": True,
     }
 
 

@@ -5,6 +5,7 @@ CRM's adapter, and the status machine and retry policy decide what each outcome 
 """
 
 from .adapter import Adapter, AdapterContext, AdapterSpec, Sandbox, SandboxOptions
+from .check import CheckResult, run_checks
 from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
 from .engine import Engine, RunReport
 from .errors import (
@@ -41,6 +42,7 @@ __all__ = [
     "AdapterNotInstalledError",
     "AdapterSpec",
     "AuthenticationError",
+    "CheckResult",
     "ConfigurationError",
     "Contact",
     "ContactFilter",
@@ -80,4 +82,5 @@ __all__ = [
     "Worker",
     "hookimpl",
     "register_plugin",
+    "run_checks",
 ]
