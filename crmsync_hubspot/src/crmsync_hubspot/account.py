@@ -25,7 +25,12 @@ import httpx
 
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.check import CheckContext, CheckResult, SetupAction
-from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
+from crmsync_core.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FatalError,
+    RateLimitExhaustedError,
+)
 from crmsync_core.http import CrmClient
 from crmsync_core.ratelimit import TokenBucket
 from crmsync_core.retry import RequestRetry
@@ -48,6 +53,20 @@ COMPATIBLE = {
 SETUP_HINT = "run `crmsync hubspot setup` to create it"
 
 
+def _stop_on_daily_limit(response: httpx.Response) -> None:
+    """HubSpot's daily budget is not waited out (it resets at the account's midnight): say so."""
+    from .adapter import _int_header, _policy
+
+    if response.status_code == 429 and (
+        _policy(response) == "DAILY"
+        or _int_header(response, "x-hubspot-ratelimit-daily-remaining") == 0
+    ):
+        raise RateLimitExhaustedError(
+            "HubSpot's daily API limit is used up; it resets at midnight in the account's time zone",
+            resume_after=3600.0,
+        )
+
+
 def _client(settings: HubspotSettings, context: AdapterContext) -> tuple[CrmClient, str]:
     token = settings.api_key.get_secret_value().strip() if settings.api_key else ""
     if not token:
@@ -64,6 +83,7 @@ def _client(settings: HubspotSettings, context: AdapterContext) -> tuple[CrmClie
             "crm.schemas.contacts.write for `crmsync hubspot setup`)"
         ),
         timeout=settings.timeout_seconds,
+        inspect=_stop_on_daily_limit,
     )
     return client, token
 
@@ -207,6 +227,10 @@ async def check(settings: HubspotSettings, context: CheckContext) -> list[CheckR
             existing, response = await _properties(client, settings)
         except AuthenticationError as exc:
             return [CheckResult("credentials", "problem", exc.message)]
+        except RateLimitExhaustedError as exc:
+            return [
+                CheckResult("rate limit", "problem", exc.message, fix="wait until it resets")
+            ]
         if context.scope == "fields":
             return property_results(settings, existing)
         return [
