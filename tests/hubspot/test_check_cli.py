@@ -95,8 +95,8 @@ def test_a_token_that_may_not_read_properties_says_which_scope(
     result = crmsync("check", "--crm", "hubspot", env=env)
     assert result.returncode == 1
     [problem] = problems(result)
-    assert "credentials: hubspot refused the credentials (HTTP 403" in problem
-    assert "MISSING_SCOPES" in problem and "crm.schemas.contacts.read" in problem
+    assert "credentials: HubSpot refused GET /crm/v3/properties/contacts (HTTP 403" in problem
+    assert "MISSING_SCOPES" in problem and "the token lacks crm.schemas.contacts.read" in problem
 
 
 def test_setup_creates_exactly_the_missing_properties_then_check_is_ok(

@@ -53,10 +53,31 @@ COMPATIBLE = {
 SETUP_HINT = "run `crmsync hubspot setup` to create it"
 
 
-def _stop_on_daily_limit(response: httpx.Response) -> None:
-    """HubSpot's daily budget is not waited out (it resets at the account's midnight): say so."""
+def _inspect(response: httpx.Response) -> None:
+    """Name the scope a 403 ``MISSING_SCOPES`` asks for; stop on the daily limit rather than wait
+    for it (it resets at the account's midnight)."""
     from .adapter import _int_header, _policy
 
+    if response.status_code == 403:
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("category") == "MISSING_SCOPES":
+            scopes = sorted(
+                {
+                    str(scope)
+                    for error in body.get("errors") or []
+                    if isinstance(error, dict)
+                    for scope in (error.get("context") or {}).get("requiredGranularScopes") or []
+                }
+            )
+            where = f"{response.request.method} {response.request.url.path}"
+            raise AuthenticationError(
+                f"HubSpot refused {where} (HTTP 403 MISSING_SCOPES): the token lacks "
+                f"{', '.join(scopes) or 'a required scope'}; add it to the private app and use "
+                "its new token"
+            )
     if response.status_code == 429 and (
         _policy(response) == "DAILY"
         or _int_header(response, "x-hubspot-ratelimit-daily-remaining") == 0
@@ -83,7 +104,7 @@ def _client(settings: HubspotSettings, context: AdapterContext) -> tuple[CrmClie
             "crm.schemas.contacts.write for `crmsync hubspot setup`)"
         ),
         timeout=settings.timeout_seconds,
-        inspect=_stop_on_daily_limit,
+        inspect=_inspect,
     )
     return client, token
 
