@@ -80,7 +80,9 @@ def test_a_ready_account_is_all_ok(env: dict[str, str], fake: FakeBrevo) -> None
     assert not lines_of(result, "PROBLEM")
     names = [line.split(maxsplit=2)[2].split(":")[0] for line in lines_of(result, "ok")]
     assert names[:3] == ["settings", "table", "credentials"]
-    assert {f"attribute {a}" for a in {**STANDARD_ATTRIBUTES, **SCRAPERSKY_ATTRIBUTES}} <= set(names)
+    assert {f"attribute {a}" for a in {**STANDARD_ATTRIBUTES, **SCRAPERSKY_ATTRIBUTES}} <= set(
+        names
+    )
     assert {"list", "rate limit"} <= set(names)
     assert result.stdout.rstrip().endswith("everything is ready")
     assert fake.api_key not in result.stdout + result.stderr
@@ -132,18 +134,27 @@ def test_setup_creates_exactly_the_missing_attributes_then_check_is_ok(
 
     planned = crmsync("brevo", "setup", "--dry-run", env=env)
     assert planned.returncode == 0, planned.stderr
-    assert "POST " in planned.stdout and "/v3/contacts/attributes/normal/DOMAIN_ID" in planned.stdout
+    assert (
+        "POST " in planned.stdout and "/v3/contacts/attributes/normal/DOMAIN_ID" in planned.stdout
+    )
     assert '{"type": "boolean"}' in planned.stdout
     assert fake.attributes == before  # a dry run changes nothing
 
     created = crmsync("brevo", "setup", env=env)
     assert created.returncode == 0, created.stderr
-    assert [line.split()[-2] for line in created.stdout.splitlines() if line.startswith("created")] == [
+    assert [
+        line.split()[-2] for line in created.stdout.splitlines() if line.startswith("created")
+    ] == [
         "DOMAIN_ID:",
         "PAGE_ID:",
         "HAS_GMAIL:",
     ]
-    assert fake.attributes == {**before, "DOMAIN_ID": "text", "PAGE_ID": "text", "HAS_GMAIL": "boolean"}
+    assert fake.attributes == {
+        **before,
+        "DOMAIN_ID": "text",
+        "PAGE_ID": "text",
+        "HAS_GMAIL": "boolean",
+    }
     assert created.stdout.rstrip().endswith("3 created, 5 left as they were")
 
     assert crmsync("check", "--crm", "brevo", env=env).returncode == 0

@@ -43,7 +43,9 @@ async def test_a_wrong_key_is_refused_with_brevos_body(brevo: httpx.AsyncClient)
 async def test_contacts_are_created_then_updated_only_when_enabled(
     brevo: httpx.AsyncClient, fake: FakeBrevo
 ) -> None:
-    created = await brevo.post("/contacts", json={"email": "A@acme.io", "attributes": {"FIRSTNAME": "1"}})
+    created = await brevo.post(
+        "/contacts", json={"email": "A@acme.io", "attributes": {"FIRSTNAME": "1"}}
+    )
     assert created.status_code == 201
     assert created.json() == {"id": fake.contact("a@acme.io").id}  # type: ignore[union-attr]
     refused = await brevo.post("/contacts", json={"email": "a@acme.io"})

@@ -49,9 +49,19 @@ async def test_the_table_and_the_shared_rate_limit_table_on_postgresql(postgres_
         [shared] = [r for r in checked["sandbox"] if r.name == "shared rate limit"]
         assert "CREATE TABLE crmsync_rate_limits" in shared.fix
         # The check created nothing; the first shared reservation does.
-        assert statuses(
-            (await run_checks(["sandbox"], registry=registry(), database=store, settings={"sandbox": LIMITED}))["sandbox"]
-        )["shared rate limit"] == "problem"
+        assert (
+            statuses(
+                (
+                    await run_checks(
+                        ["sandbox"],
+                        registry=registry(),
+                        database=store,
+                        settings={"sandbox": LIMITED},
+                    )
+                )["sandbox"]
+            )["shared rate limit"]
+            == "problem"
+        )
         await store.reserve_request("sandbox", RateLimit(10, 1.0))
         again = await run_checks(
             ["sandbox"], registry=registry(), database=postgres_url, settings={"sandbox": LIMITED}

@@ -39,9 +39,7 @@ def fake() -> FakeHubspot:
 
 
 @pytest.fixture
-def env(
-    fake: FakeHubspot, tmp_path: Path, sdk_validator: SdkValidator
-) -> Iterator[dict[str, str]]:
+def env(fake: FakeHubspot, tmp_path: Path, sdk_validator: SdkValidator) -> Iterator[dict[str, str]]:
     url = f"sqlite:///{tmp_path / 'crmsync.sqlite3'}"
 
     async def create() -> None:
@@ -111,7 +109,9 @@ def test_setup_creates_exactly_the_missing_properties_then_check_is_ok(
     created = crmsync("hubspot", "setup", env=env)
     assert created.returncode == 0, created.stderr
     assert sorted(
-        line.split()[2].rstrip(":") for line in created.stdout.splitlines() if line.startswith("created")
+        line.split()[2].rstrip(":")
+        for line in created.stdout.splitlines()
+        if line.startswith("created")
     ) == ["scrapersky_domain_id", "scrapersky_sync_date"]
     assert fake.property_definitions["scrapersky_sync_date"]["type"] == "date"
     assert crmsync("check", "--crm", "hubspot", env=env).returncode == 0

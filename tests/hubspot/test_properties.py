@@ -114,7 +114,9 @@ def test_the_cli_command_creates_the_properties(
         router.route().mock(side_effect=checked)
         result = CliRunner().invoke(cli_with_plugin(), ["hubspot", "create-properties"])
     assert result.exit_code == 0, result.output
-    created = [line.split()[:3] for line in result.output.splitlines() if line.startswith("created")]
+    created = [
+        line.split()[:3] for line in result.output.splitlines() if line.startswith("created")
+    ]
     assert created == [
         ["created", "property", "scrapersky_domain_id:"],
         ["created", "property", "scrapersky_page_id:"],

@@ -116,7 +116,7 @@ def test_setup_creates_exactly_the_missing_fields_then_check_is_ok(
 
     created = crmsync("mautic", "setup", env=env)
     assert created.returncode == 0, created.stderr
-    assert [l.split()[2] for l in created.stdout.splitlines() if l.startswith("created")] == [
+    assert [x.split()[2] for x in created.stdout.splitlines() if x.startswith("created")] == [
         "scrapersky_domain_id:",
         "has_gmail:",
     ]

@@ -17,7 +17,7 @@ from crmsync_core.testing.server import serve_in_thread
 from crmsync_n8n import FakeN8n
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
-SECRET = "n8n-check-secret-0123"  # noqa: S105 (the fake's)
+SECRET = "n8n-check-secret-0123"
 
 
 def crmsync(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -249,9 +249,7 @@ async def check(settings: HubspotSettings, context: CheckContext) -> list[CheckR
         except AuthenticationError as exc:
             return [CheckResult("credentials", "problem", exc.message)]
         except RateLimitExhaustedError as exc:
-            return [
-                CheckResult("rate limit", "problem", exc.message, fix="wait until it resets")
-            ]
+            return [CheckResult("rate limit", "problem", exc.message, fix="wait until it resets")]
         if context.scope == "fields":
             return property_results(settings, existing)
         return [
