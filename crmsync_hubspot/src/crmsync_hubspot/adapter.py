@@ -219,7 +219,7 @@ class HubspotAdapter:
         alternative = f", or set {' / '.join(rename)} to an existing property" if rename else ""
         return FatalError(
             f"HubSpot has no contact property {listed}: create it with `crmsync hubspot "
-            f"create-properties` (or in HubSpot: Settings > Properties > Contact properties){alternative}"
+            f"setup` (or in HubSpot: Settings > Properties > Contact properties){alternative}"
         )
 
     # -- rate limits --------------------------------------------------------------------------------
