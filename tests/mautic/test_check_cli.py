@@ -16,6 +16,7 @@ import pytest
 from crmsync_core import Layout, Registry, Store
 from crmsync_core.testing.server import serve_in_thread
 from crmsync_mautic import FakeMautic
+from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 ALIASES = "domain_id=scrapersky_domain_id,has_gmail=has_gmail,source_url=source_url"
@@ -33,7 +34,7 @@ def problems(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 @pytest.fixture
 def fake() -> FakeMautic:
-    mautic = FakeMautic()
+    mautic = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS)
     mautic.add_field("scrapersky_domain_id", "text")
     mautic.add_field("has_gmail", "boolean")
     mautic.add_field("source_url", "url")
