@@ -121,7 +121,7 @@ async def test_large_batches_are_imported(store: Store, fake: FakeBrevo) -> None
 async def test_server_errors_are_retried_on_a_later_run(store: Store, fake: FakeBrevo) -> None:
     rows = await add(store, 4)
     clock = MovableClock(START)
-    fake.fail_next(503, times=4 * NO_WAIT.attempts, path="/contacts")
+    fake.fail_next(503, times=4 * NO_WAIT.attempts, method="POST", path="/contacts")
     first = await engine(store, fake, settings(), clock).run_once("brevo")
 
     assert first.retrying == 4

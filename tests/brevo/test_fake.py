@@ -43,16 +43,18 @@ async def test_a_wrong_key_is_refused_with_brevos_body(brevo: httpx.AsyncClient)
 async def test_contacts_are_created_then_updated_only_when_enabled(
     brevo: httpx.AsyncClient, fake: FakeBrevo
 ) -> None:
-    created = await brevo.post("/contacts", json={"email": "A@acme.io", "attributes": {"X": "1"}})
+    created = await brevo.post(
+        "/contacts", json={"email": "A@acme.io", "attributes": {"FIRSTNAME": "1"}}
+    )
     assert created.status_code == 201
     assert created.json() == {"id": fake.contact("a@acme.io").id}  # type: ignore[union-attr]
     refused = await brevo.post("/contacts", json={"email": "a@acme.io"})
     assert refused.status_code == 400
     assert refused.json()["code"] == "duplicate_parameter"
-    body = {"email": "a@acme.io", "attributes": {"X": "2"}, "updateEnabled": True}
+    body = {"email": "a@acme.io", "attributes": {"FIRSTNAME": "2"}, "updateEnabled": True}
     updated = await brevo.post("/contacts", json=body)
     assert (updated.status_code, updated.content) == (204, b"")
-    assert fake.contact("a@acme.io").attributes == {"X": "2"}  # type: ignore[union-attr]
+    assert fake.contact("a@acme.io").attributes == {"FIRSTNAME": "2"}  # type: ignore[union-attr]
 
 
 async def test_the_rate_limit_answers_429_with_brevos_headers(clock: ManualClock) -> None:
@@ -142,3 +144,28 @@ async def test_injected_failures_are_deterministic_by_seed() -> None:
     assert first == await statuses(3)
     assert {0, 503} & set(first)
     assert 201 in first
+
+
+async def test_attributes_the_account_lacks_are_dropped_silently_and_can_be_created(
+    brevo: httpx.AsyncClient, fake: FakeBrevo
+) -> None:
+    body = {"email": "b@acme.io", "attributes": {"FIRSTNAME": "Bo", "SHOE_SIZE": "44"}}
+    assert (await brevo.post("/contacts", json=body)).status_code == 201
+    assert fake.contact("b@acme.io").attributes == {"FIRSTNAME": "Bo"}  # type: ignore[union-attr]
+
+    listed = (await brevo.get("/contacts/attributes")).json()["attributes"]
+    assert {"name": "HAS_GMAIL", "category": "normal", "type": "boolean"} in listed
+    assert "SHOE_SIZE" not in {a["name"] for a in listed}
+
+    created = await brevo.post("/contacts/attributes/normal/SHOE_SIZE", json={"type": "float"})
+    assert (created.status_code, created.content) == (201, b"")
+    twice = await brevo.post("/contacts/attributes/normal/SHOE_SIZE", json={"type": "float"})
+    assert twice.status_code == 400
+    assert fake.attributes["SHOE_SIZE"] == "float"
+
+
+async def test_a_list_is_found_by_id_or_is_404(brevo: httpx.AsyncClient) -> None:
+    found = await brevo.get("/contacts/lists/2")
+    assert found.status_code == 200 and found.json()["id"] == 2
+    missing = await brevo.get("/contacts/lists/99")
+    assert (missing.status_code, missing.json()["code"]) == (404, "document_not_found")

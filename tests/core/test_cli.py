@@ -405,14 +405,15 @@ def test_adapters_prints_distributions_versions_and_capabilities() -> None:
         assert adapter["version"] == importlib.metadata.version(f"crmsync-{crm}")
         assert adapter["settings_env_prefix"] == f"{crm.upper()}_"
         assert adapter["sandbox"] is True
+        assert adapter["check"] is True
         assert adapter["max_batch_size"] >= 1
         assert isinstance(adapter["partial_success"], bool)
     assert adapters["n8n"]["remote_id_column"] == "n8n_workflow_id"
     assert adapters["brevo"]["remote_id_column"] == "brevo_contact_id"
     assert {p["name"]: p["hooks"] for p in report["plugins"]} == {
-        "brevo": ["register_adapters"],
+        "brevo": ["register_adapters", "register_commands"],
         "hubspot": ["register_adapters", "register_commands"],
-        "mautic": ["register_adapters"],
+        "mautic": ["register_adapters", "register_commands"],
         "n8n": ["register_adapters"],
     }
     assert report["failures"] == []

@@ -19,6 +19,7 @@ CORE_NAMES = [
     "AdapterNotInstalledError",
     "AdapterSpec",
     "AuthenticationError",
+    "CheckResult",
     "ConfigurationError",
     "Contact",
     "ContactFilter",
@@ -58,6 +59,7 @@ CORE_NAMES = [
     "Worker",
     "hookimpl",
     "register_plugin",
+    "run_checks",
 ]
 
 TESTING_NAMES = [

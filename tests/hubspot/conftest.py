@@ -114,6 +114,10 @@ class SdkValidator:
                 )
             elif request.method == "POST" and path == PROPERTIES_PATH:
                 self.checked.append(validate(request.content, "PropertyCreate", sdk_properties))
+            elif request.method == "POST" and path == PROPERTIES_PATH + "/batch/create":
+                self.checked.append(
+                    validate(request.content, "BatchInputPropertyCreate", sdk_properties)
+                )
         except (SdkMismatch, ValueError) as exc:
             self.problems.append(f"{request.method} {path}: {exc}")
 

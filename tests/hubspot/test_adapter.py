@@ -271,7 +271,7 @@ async def test_a_missing_custom_property_stops_the_run_and_names_it(
         await push(people(10))
     message = str(raised.value)
     assert "'scrapersky_domain_id'" in message
-    assert "crmsync hubspot create-properties" in message
+    assert "crmsync hubspot setup" in message
     assert "HUBSPOT_CUSTOM_PROPERTY_DOMAIN_ID" in message
     assert len(fake.upsert_requests) == 1  # no bisection: it is not the contacts' fault
 

@@ -137,7 +137,8 @@ async def test_a_hubspot_outage_is_retried_later(
     store: Store, engine: Engine, fake: FakeHubspot
 ) -> None:
     ids = await add_and_queue(store, rows_at("example.com", 5))
-    fake.fail_next(503, body={"status": "error", "message": "Service Unavailable"}, times=3)
+    # The outage answers the engine's field preflight too (3 tries), then the batch (3 tries).
+    fake.fail_next(503, body={"status": "error", "message": "Service Unavailable"}, times=6)
 
     report = await engine.run_once("hubspot")
 

@@ -114,15 +114,18 @@ def test_the_cli_command_creates_the_properties(
         router.route().mock(side_effect=checked)
         result = CliRunner().invoke(cli_with_plugin(), ["hubspot", "create-properties"])
     assert result.exit_code == 0, result.output
-    assert result.output.split() == [
-        "created",
-        "scrapersky_domain_id",
-        "created",
-        "scrapersky_page_id",
-        "created",
-        "scrapersky_sync_date",
+    created = [
+        line.split()[:3] for line in result.output.splitlines() if line.startswith("created")
     ]
-    assert len(sdk_validator.checked) == 3
+    assert created == [
+        ["created", "property", "scrapersky_domain_id:"],
+        ["created", "property", "scrapersky_page_id:"],
+        ["created", "property", "scrapersky_sync_date:"],
+    ]
+    assert result.output.rstrip().endswith("3 created, 0 left as they were")
+    # `create-properties` is now `crmsync hubspot setup`: one batch create
+    [batch] = sdk_validator.checked
+    assert type(batch).__name__ == "BatchInputPropertyCreate"
 
 
 def test_the_cli_command_reports_a_missing_token_without_a_traceback(

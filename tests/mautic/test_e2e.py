@@ -97,7 +97,8 @@ async def test_queued_contacts_reach_mautic_with_their_ids_stored(store: Store) 
         if emails.count(row["email"].lower()) == 1:
             assert stored["scrapersky_domain_id"] == str(row["domain_id"])
         assert stored["tags"] == ["scrapersky"]
-    assert fake.token_requests == 1
+    # one token for the engine's field preflight (once per worker), one for the whole run
+    assert fake.token_requests == 2
 
 
 async def test_token_expiring_mid_run_is_replaced_and_the_run_goes_on(store: Store) -> None:
@@ -122,7 +123,7 @@ async def test_token_expiring_mid_run_is_replaced_and_the_run_goes_on(store: Sto
 
     assert report.stopped is None
     assert report.synced == 30
-    assert fake.token_requests == 2
+    assert fake.token_requests == 3  # the preflight's, the run's, and the one replacing it
     states = await store.states("mautic", ids)
     assert {s.sync_status for s in states.values()} == {SyncStatus.COMPLETE}
 
@@ -173,7 +174,8 @@ async def test_api_disabled_stops_the_run_and_leaves_the_queue_untouched(store: 
 
 async def test_a_mautic_outage_is_retried_on_a_later_run(store: Store) -> None:
     fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS)
-    fake.fail_next(503, times=NO_WAIT.attempts)
+    # The outage answers the engine's field preflight too, then the batch.
+    fake.fail_next(503, times=2 * NO_WAIT.attempts)
     ids = await add(store, list(contact_rows(4, seed=4)))
     now = MovableClock(START)
 

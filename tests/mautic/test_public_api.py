@@ -34,7 +34,7 @@ def test_plugin_module_holds_only_hook_implementations() -> None:
         for name, value in vars(crmsync_mautic.plugin).items()
         if callable(value) and getattr(value, "crmsync_impl", None) is not None
     ]
-    assert hooks == ["register_adapters"]
+    assert hooks == ["register_adapters", "register_commands"]
 
 
 def test_registry_finds_the_adapter_through_the_plugin() -> None:
@@ -49,6 +49,7 @@ def test_registry_finds_the_adapter_through_the_plugin() -> None:
         "remote_id_column": "mautic_contact_id",
         "settings_env_prefix": "MAUTIC_",
         "sandbox": True,
+        "check": True,
     }
 
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
+from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import (
     Contact,
     ContactId,
@@ -503,6 +504,12 @@ def _about_phone(message: str, metadata: dict[str, Any], attribute: str) -> bool
     return bool(_MENTIONS_PHONE.search(message)) or attribute.lower() in message.lower()
 
 
+async def _check(settings: BrevoSettings, context: CheckContext) -> list[CheckResult]:
+    from .account import check
+
+    return await check(settings, context)
+
+
 #: The Brevo adapter's capability manifest. 2,000 contacts per batch: about 1.5 MB of import body
 #: (far under the 8 MB cap), and when a batch has to go one by one (no BREVO_LIST_ID) it takes
 #: 200 s at 10 requests/s, well inside the 10-minute claim timeout.
@@ -514,5 +521,6 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     rate_limit=RateLimit(10, 1.0),
     partial_success=True,
     sandbox=make_sandbox,
+    check=_check,
     description="Brevo contacts: upserts, and bulk imports above BREVO_IMPORT_THRESHOLD",
 )

@@ -46,6 +46,22 @@ SANDBOX_LIST_ID = 2
 REPORT_HOST = "brevo-reports.sandbox"
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 
+#: the attributes of a new Brevo account (EMAIL is an identifier, not listed), plus ScraperSky's:
+#: ``{name: type}`` as ``GET /contacts/attributes`` lists them
+STANDARD_ATTRIBUTES: dict[str, str] = {"FIRSTNAME": "text", "LASTNAME": "text", "SMS": "text"}
+SCRAPERSKY_ATTRIBUTES: dict[str, str] = {
+    "DOMAIN_ID": "text",
+    "PAGE_ID": "text",
+    "EMAIL_TYPE": "text",
+    "SOURCE_URL": "text",
+    "HAS_GMAIL": "boolean",
+}
+#: the categories and types the spec allows in ``POST /contacts/attributes/{category}/{name}``
+_ATTRIBUTE_CATEGORIES = frozenset({"normal", "transactional", "category", "calculated", "global"})
+_ATTRIBUTE_TYPES = frozenset(
+    {"text", "date", "float", "boolean", "id", "category", "multiple-choice", "user"}
+)
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SMS = re.compile(r"^(?:\+|00)?[1-9]\d{7,14}$")
 _ERRORS: dict[int, tuple[str, str]] = {
@@ -151,6 +167,7 @@ class FakeBrevo:
         latency_seconds: float = 0.0,
         rejected_domains: tuple[str, ...] = ("rejected.invalid",),
         base_path: str = "/v3",
+        attributes: dict[str, str] | None = None,
     ) -> None:
         """
         ``import_report`` chooses how a completed import reports problem records: ``"csv"`` (the
@@ -161,7 +178,9 @@ class FakeBrevo:
         like Brevo's import files), ``"email_reason"`` two columns ``EMAIL;REASON``.
         ``running_status`` is how a running process is spelled: ``processing`` (current reference)
         or ``in_process`` (older specs). ``rejected_domains``: addresses there are refused as invalid,
-        like the addresses Brevo's own validation refuses although they look fine.
+        like the addresses Brevo's own validation refuses although they look fine. ``attributes`` are
+        the account's contact attributes (``{name: type}``; default: a new account's and ScraperSky's):
+        like Brevo, the fake drops any other attribute from the contacts it stores, silently.
         """
         self.api_key = api_key
         self.lists = set(lists)
@@ -175,6 +194,12 @@ class FakeBrevo:
         self.latency_seconds = latency_seconds
         self.rejected_domains = {d.lower() for d in rejected_domains}
         self.base_path = base_path.rstrip("/")
+        #: the account's contact attributes: name -> type
+        self.attributes: dict[str, str] = dict(
+            attributes
+            if attributes is not None
+            else {**STANDARD_ATTRIBUTES, **SCRAPERSKY_ATTRIBUTES}
+        )
         #: contacts by lower-cased e-mail
         self.contacts: dict[str, FakeContact] = {}
         self.processes: dict[int, FakeProcess] = {}
@@ -334,6 +359,8 @@ class FakeBrevo:
     # -- the API ----------------------------------------------------------------------------------
 
     def _route(self, method: str, path: str, content: bytes) -> httpx.Response:
+        if path.startswith(("/contacts/attributes", "/contacts/lists/")):
+            return self._account_route(method, path, content)
         if path == "/contacts":
             return (
                 self._create_contact(content)
@@ -508,6 +535,66 @@ class FakeBrevo:
             return httpx.Response(404, text="NoSuchKey")
         return httpx.Response(200, content=content, headers={"content-type": "text/csv"})
 
+    # -- account set-up: attributes and lists (``crmsync check`` / ``crmsync brevo setup``) --------
+
+    def _account_route(self, method: str, path: str, content: bytes) -> httpx.Response:
+        if path == "/contacts/attributes":
+            return self._list_attributes() if method == "GET" else self._not_allowed(method, path)
+        if path.startswith("/contacts/attributes/"):
+            if method != "POST":
+                return self._not_allowed(method, path)
+            category, _, name = path.removeprefix("/contacts/attributes/").partition("/")
+            return self._create_attribute(category, name, content)
+        if method != "GET":
+            return self._not_allowed(method, path)
+        return self._get_list(path.removeprefix("/contacts/lists/"))
+
+    def _list_attributes(self) -> httpx.Response:
+        # Brevo reference "List all attributes": {"attributes": [{"name", "category", "type"}]}.
+        listed = [
+            {"name": name, "category": "normal", "type": kind}
+            for name, kind in self.attributes.items()
+        ]
+        return httpx.Response(200, json={"attributes": listed})
+
+    def _create_attribute(self, category: str, name: str, content: bytes) -> httpx.Response:
+        # Brevo reference "Create contact attribute": 201 with no body; errors are 400 errorModel.
+        body = _json_object(content)
+        if body is None:
+            return self._error(400, message="Input must be a JSON object")
+        if category not in _ATTRIBUTE_CATEGORIES:
+            return self._error(400, "invalid_parameter", f"Invalid attribute category {category}")
+        kind = body.get("type")
+        if category in ("normal", "category", "transactional") and kind not in _ATTRIBUTE_TYPES:
+            return self._error(400, "invalid_parameter", "type is invalid")
+        name = name.upper()
+        if not name or name in self.attributes:
+            # UNCONFIRMED: Brevo's exact words for a duplicate attribute name.
+            return self._error(400, "invalid_parameter", f"Attribute {name} already exists")
+        self.attributes[name] = str(kind)
+        return httpx.Response(201)
+
+    def _get_list(self, raw_id: str) -> httpx.Response:
+        # Brevo reference "Get a list's details": 404 "List ID not found" for an unknown id.
+        try:
+            list_id = int(raw_id)
+        except ValueError:
+            return self._error(400, "invalid_parameter", "listId must be an integer")
+        if list_id not in self.lists:
+            return self._error(404, "document_not_found", "List ID does not exist")
+        members = sum(list_id in c.list_ids for c in self.contacts.values())
+        return httpx.Response(
+            200,
+            json={
+                "id": list_id,
+                "name": f"List {list_id}",
+                "folderId": 1,
+                "totalBlacklisted": 0,
+                "totalSubscribers": members,
+                "uniqueSubscribers": members,
+            },
+        )
+
     # -- helpers ----------------------------------------------------------------------------------
 
     def _upsert(self, email: str, attributes: dict[str, Any], list_ids: list[int]) -> FakeContact:
@@ -517,7 +604,9 @@ class FakeBrevo:
             contact = self.contacts[key] = FakeContact(next(self._ids), email.strip())
         if "SMS" in attributes:
             self._phones[_digits(str(attributes["SMS"]))] = key
-        contact.attributes.update(attributes)
+        # Brevo keeps only the attributes the account has and drops the others without an error
+        # (reported by Brevo's SDK users: getbrevo/brevo-php issue 37).
+        contact.attributes.update({k: v for k, v in attributes.items() if k in self.attributes})
         contact.list_ids.update(list_ids)
         return contact
 

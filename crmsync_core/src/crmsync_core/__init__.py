@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .adapter import Adapter, AdapterContext, AdapterSpec, Sandbox, SandboxOptions
+    from .check import CheckResult, run_checks
     from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
     from .engine import Engine, RunReport
     from .errors import (
@@ -51,6 +52,7 @@ __all__ = [
     "AdapterNotInstalledError",
     "AdapterSpec",
     "AuthenticationError",
+    "CheckResult",
     "ConfigurationError",
     "Contact",
     "ContactFilter",
@@ -90,6 +92,7 @@ __all__ = [
     "Worker",
     "hookimpl",
     "register_plugin",
+    "run_checks",
 ]
 
 #: public name -> the submodule that defines it
@@ -100,6 +103,7 @@ _LAZY: dict[str, str] = {
     "AdapterNotInstalledError": "errors",
     "AdapterSpec": "adapter",
     "AuthenticationError": "errors",
+    "CheckResult": "check",
     "ConfigurationError": "errors",
     "Contact": "contacts",
     "ContactFilter": "filters",
@@ -139,6 +143,7 @@ _LAZY: dict[str, str] = {
     "Worker": "worker",
     "hookimpl": "hookspecs",
     "register_plugin": "plugins",
+    "run_checks": "check",
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -26,6 +26,8 @@ from .settings import DEFAULT_MAX_RESPONSE_BYTES, SyncSettings
 
 if TYPE_CHECKING:
     import httpx
+
+    from .check import CheckContext, CheckResult
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -116,6 +118,10 @@ class AdapterSpec(Generic[SettingsT]):
     sandbox: Callable[[SandboxOptions], Sandbox[SettingsT]] | None = None
     #: one line for ``crmsync adapters``
     description: str = ""
+    #: reads the CRM account and says whether it is ready (credentials, mapped fields, ...) without
+    #: changing anything; see :mod:`crmsync_core.check`. With ``context.scope == "fields"`` only the
+    #: mapped fields are checked (the engine's preflight), as cheaply as the CRM allows.
+    check: Callable[[SettingsT, CheckContext], Awaitable[Sequence[CheckResult]]] | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -153,6 +159,7 @@ class AdapterSpec(Generic[SettingsT]):
             "remote_id_column": self.remote_id_column_name,
             "settings_env_prefix": self.settings_model.model_config.get("env_prefix", ""),
             "sandbox": self.sandbox is not None,
+            "check": self.check is not None,
         }
 
 

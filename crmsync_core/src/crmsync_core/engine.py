@@ -146,6 +146,8 @@ class Engine:
         self._limiters: dict[str, RateLimiter] = dict(rate_limiters or {})
         self._clock = clock or (lambda: datetime.now(UTC))
         self._rng = rng or random.Random()
+        #: CRMs whose mapped fields were checked by this engine (once per worker, or per one-shot run)
+        self._fields_checked: set[str] = set()
 
     def settings_for(self, crm: str) -> SyncSettings:
         """The CRM's settings: given in code, else read from the environment."""
@@ -211,6 +213,11 @@ class Engine:
             adapter = spec.factory(settings, context)
         except (ConfigurationError, FatalError) as exc:
             return self._stopped(report, exc, started)
+        if crm not in self._fields_checked:
+            problem = await self._check_fields(crm, spec, settings, limiter)
+            if problem is not None:
+                await adapter.aclose()
+                return self._stopped(report, problem, started)
 
         run = _Run(
             crm=crm,
@@ -253,6 +260,50 @@ class Engine:
         else:
             self._notify("run_finished", crm=crm, report=report)
         return report
+
+    async def _check_fields(
+        self, crm: str, spec: AdapterSpec[Any], settings: SyncSettings, limiter: RateLimiter
+    ) -> ConfigurationError | None:
+        """The cheap part of ``crmsync check`` before the first run: warn once about each mapped field
+        the account lacks (a CRM that drops unknown fields silently must not do it unnoticed), or, with
+        ``{CRM}_SYNC_REQUIRE_FIELDS=true``, return the error that stops the run until they exist."""
+        from .check import CheckContext, engine_preflight, missing_fields
+
+        context = CheckContext(
+            scope="fields",
+            transport=self._transports.get(crm),
+            request_retry=self._request_retry,
+            rate_limiter=limiter,
+            logger=logging.getLogger(f"crmsync.{crm}"),
+        )
+        results = await engine_preflight(spec, settings, context)
+        prefix = str(spec.settings_model.model_config.get("env_prefix", "")).upper()
+        if results is None:
+            if not settings.sync_require_fields:
+                self._fields_checked.add(crm)
+            return None
+        lacking = [r for r in results if r.field in missing_fields(results)]
+        if not lacking:
+            self._fields_checked.add(crm)
+            return None
+        what = "; ".join(f"{r.field} ({r.detail})" for r in lacking)
+        names = ", ".join(str(r.field) for r in lacking)
+        if settings.sync_require_fields:
+            return ConfigurationError(
+                f"{crm}: the account lacks mapped field(s) {names}: {what}. Run `crmsync {crm} setup` "
+                f"to create them ({prefix}SYNC_REQUIRE_FIELDS=true stops the sync until they exist)"
+            )
+        self._fields_checked.add(crm)
+        logger.warning(
+            "%s: the account lacks mapped field(s) %s, so contacts are synced without them: %s. Run "
+            "`crmsync %s setup` to create them, or set %sSYNC_REQUIRE_FIELDS=true to stop instead",
+            crm,
+            names,
+            what,
+            crm,
+            prefix,
+        )
+        return None
 
     def _stopped(self, report: RunReport, exc: Exception, started: float) -> RunReport:
         report.stopped = str(exc)

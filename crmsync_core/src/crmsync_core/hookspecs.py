@@ -9,15 +9,17 @@ logged and does not stop the sync.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     from .adapter import AdapterSpec
+    from .check import CheckContext, CheckResult
     from .contacts import Contact
     from .engine import RunReport
+    from .settings import SyncSettings
 
 hookspec = pluggy.HookspecMarker("crmsync")
 hookimpl = pluggy.HookimplMarker("crmsync")
@@ -49,3 +51,11 @@ def contact_failed(crm: str, contact: Contact, reason: str, notification_email: 
 @hookspec
 def run_finished(crm: str, report: RunReport) -> None:
     """A run of ``crm`` ended (also when it stopped on a fatal error); ``report`` says what happened."""
+
+
+@hookspec
+def check_crm(
+    crm: str, settings: SyncSettings, context: CheckContext
+) -> Sequence[CheckResult] | Awaitable[Sequence[CheckResult]] | None:
+    """Extra preflight checks for ``crm`` (``crmsync check``): return results, an awaitable of them, or
+    ``None``. Checks read and never change anything in the CRM or the table."""

@@ -118,6 +118,8 @@ class SyncSettings(BaseSettings):
     sync_rate_limit_period_seconds: float | None = Field(None, gt=0)
     #: share the rate limit with every worker through the database (PostgreSQL; one small table of its own)
     sync_shared_rate_limit: bool = True
+    #: stop the run (as fatal) when the account lacks a field the adapter writes, instead of warning once
+    sync_require_fields: bool = False
     #: who to tell when a contact fails for good; delivery is up to the host's ``contact_failed`` hook
     sync_failure_notification_email: str | None = None
     #: the largest response body read from the CRM; a larger answer fails the request with a snippet

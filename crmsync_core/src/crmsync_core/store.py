@@ -1181,3 +1181,56 @@ def _add_missing_columns(sync_conn: sa.Connection, table: sa.Table) -> None:
     """Add the columns of CRMs added to a default layout after its table was created (additive only)."""
     for statement in missing_columns_sql(sync_conn, table):
         sync_conn.execute(sa.text(statement))
+
+
+# -- inspection for ``crmsync check`` (reads only) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseInspection:
+    """What :func:`inspect_database` found: read-only facts for the preflight checks."""
+
+    dialect: str
+    table_exists: bool
+    #: the contacts table's column names (empty when it does not exist)
+    columns: frozenset[str]
+    rate_limit_table: str
+    rate_limit_table_exists: bool
+    #: the DDL that creates the shared rate-limit table, for users who apply schema changes by hand
+    rate_limit_table_sql: str
+
+
+async def inspect_database(database: str | AsyncEngine, layout: Layout) -> DatabaseInspection:
+    """The contacts table's columns and whether the shared rate-limit table exists; changes nothing."""
+    engine = database_engine(database) if isinstance(database, str) else database
+    rate_limits = rate_limit_table(schema=layout.schema)
+
+    def look(sync_conn: sa.Connection) -> tuple[bool, frozenset[str], bool]:
+        inspector = sa.inspect(sync_conn)
+        exists = inspector.has_table(layout.table, schema=layout.schema)
+        columns = (
+            frozenset(c["name"] for c in inspector.get_columns(layout.table, schema=layout.schema))
+            if exists
+            else frozenset()
+        )
+        return exists, columns, inspector.has_table(RATE_LIMIT_TABLE, schema=layout.schema)
+
+    try:
+        async with engine.connect() as conn:
+            exists, columns, shared = await conn.run_sync(look)
+    except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise DatabaseUnavailableError(f"cannot reach the database {url}: {reason}") from None
+    finally:
+        if isinstance(database, str):
+            await engine.dispose()
+    ddl = sa.schema.CreateTable(rate_limits).compile(dialect=engine.dialect)
+    return DatabaseInspection(
+        dialect=engine.dialect.name,
+        table_exists=exists,
+        columns=columns,
+        rate_limit_table=RATE_LIMIT_TABLE,
+        rate_limit_table_exists=shared,
+        rate_limit_table_sql=" ".join(str(ddl).split()) + ";",
+    )

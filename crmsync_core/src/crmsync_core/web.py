@@ -20,6 +20,8 @@ Per CRM that has an installed adapter and columns in the table:
 * ``POST {prefix}/{crm}/sync/batch``: queue contacts by id (``{"contact_ids": [...]}``);
 * ``POST {prefix}/{crm}/sync/filtered``: queue every contact matching a filter (:class:`SyncFilter`);
 * ``GET {prefix}/{crm}/status/summary``: counts per sync status, and what is due and retrying;
+* ``GET {prefix}/{crm}/check``: whether the CRM account and the table are ready (``crmsync check``:
+  credentials, mapped fields, list, rate-limit headroom, columns), changing nothing;
 
 and ``PUT {prefix}/crm/select``: select or unselect contacts for several CRMs at once.
 
@@ -52,6 +54,8 @@ MAX_CONTACT_IDS = 10_000
 
 __all__ = [
     "MAX_CONTACT_IDS",
+    "CheckLine",
+    "CheckResponse",
     "QueueResponse",
     "SelectRequest",
     "SelectResponse",
@@ -177,6 +181,24 @@ class SelectResponse(BaseModel):
     message: str
 
 
+class CheckLine(BaseModel):
+    """One check: what was checked, ``ok`` / ``problem`` / ``info``, what was found, what to do."""
+
+    name: str
+    status: Literal["ok", "problem", "info"]
+    detail: str
+    fix: str
+    field: str | None
+
+
+class CheckResponse(BaseModel):
+    """The preflight checks of one CRM; ``ready`` is false when any of them is a problem."""
+
+    crm: str
+    ready: bool
+    checks: list[CheckLine]
+
+
 def sync_router(
     database: AsyncEngine | Store,
     *,
@@ -285,6 +307,29 @@ def sync_router(
             due=summary.due,
             retrying=summary.retrying,
             oldest_due_seconds=summary.oldest_due_seconds,
+        )
+
+    @router.get(
+        "/{crm}/check",
+        response_model=CheckResponse,
+        operation_id="crmsync_check",
+        summary="Whether the CRM account and the table are ready to sync (changes nothing)",
+    )
+    async def check(crm: Crm) -> CheckResponse:
+        from .check import run_checks
+
+        results = (
+            await run_checks(
+                [crm],
+                registry=registry,
+                database=database,
+                layout=layout,
+            )
+        )[crm]
+        return CheckResponse(
+            crm=crm,
+            ready=all(r.ok for r in results),
+            checks=[CheckLine(**r.as_dict()) for r in results],
         )
 
     @router.put(

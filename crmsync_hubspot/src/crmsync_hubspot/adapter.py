@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
+from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
 from crmsync_core.errors import (
     ConfigurationError,
@@ -240,7 +241,7 @@ class HubspotAdapter:
         alternative = f", or set {' / '.join(rename)} to an existing property" if rename else ""
         return FatalError(
             f"HubSpot has no contact property {listed}: create it with `crmsync hubspot "
-            f"create-properties` (or in HubSpot: Settings > Properties > Contact properties){alternative}"
+            f"setup` (or in HubSpot: Settings > Properties > Contact properties){alternative}"
         )
 
     # -- rate limits --------------------------------------------------------------------------------
@@ -405,6 +406,12 @@ def _missing_properties(body: Any, message: str) -> list[str]:
     return list(dict.fromkeys(names)) or ["(unnamed)"]
 
 
+async def _check(settings: HubspotSettings, context: CheckContext) -> list[CheckResult]:
+    from .account import check
+
+    return await check(settings, context)
+
+
 SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     name="hubspot",
     settings_model=HubspotSettings,
@@ -413,5 +420,6 @@ SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     rate_limit=DEFAULT_RATE_LIMIT,
     partial_success=True,
     sandbox=make_sandbox,
+    check=_check,
     description="HubSpot contacts: batch upsert by e-mail, 100 per request",
 )

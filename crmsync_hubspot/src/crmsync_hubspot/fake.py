@@ -60,6 +60,16 @@ STANDARD_PROPERTIES = (
     "hs_object_id",
 )
 SCRAPERSKY_PROPERTIES = ("scrapersky_domain_id", "scrapersky_page_id", "scrapersky_sync_date")
+#: the scopes a private app made for crmsync has (objects for the sync, schemas for setup and check)
+ALL_SCOPES = frozenset(
+    {
+        "crm.objects.contacts.read",
+        "crm.objects.contacts.write",
+        "crm.schemas.contacts.read",
+        "crm.schemas.contacts.write",
+    }
+)
+TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"  # noqa: S105 (a path)
 _READ_ONLY = frozenset({"createdate", "lastmodifieddate", "hs_object_id"})
 
 
@@ -108,6 +118,8 @@ class FakeHubspot:
         default_factory=lambda: set(STANDARD_PROPERTIES) | set(SCRAPERSKY_PROPERTIES)
     )
     clock: Callable[[], float] = time.time
+    #: the private app's scopes: a request that needs another is answered 403 ``MISSING_SCOPES``
+    scopes: set[str] = field(default_factory=lambda: set(ALL_SCOPES))
 
     def __post_init__(self) -> None:
         self.contacts: dict[str, FakeContact] = {}
@@ -188,6 +200,9 @@ class FakeHubspot:
         return response
 
     def _route(self, request: httpx.Request) -> httpx.Response:
+        answered = self._account_route(request)
+        if answered is not None:
+            return answered
         path = request.url.path
         if request.method == "POST" and path in UPSERT_PATHS:
             return self._upsert(request)
@@ -340,6 +355,75 @@ class FakeHubspot:
         self.property_definitions[name] = _property_json(name, label, kind, field_type, group)
         return _response(201, self.property_definitions[name])
 
+    # -- scopes, property listing and batch creation (``crmsync check`` / ``crmsync hubspot setup``) --
+
+    def _account_route(self, request: httpx.Request) -> httpx.Response | None:
+        path, method = request.url.path, request.method
+        if path == TOKEN_INFO_PATH and method == "POST":
+            return self._token_info(request)
+        needed = _needed_scope(method, path)
+        if needed is not None and needed not in self.scopes:
+            return _missing_scopes(needed)
+        if path == DEFAULT_PROPERTIES_PATH and method == "GET":
+            # "Read all properties": {"results": [property, ...]}
+            results = [
+                self.property_definitions[name]
+                for name in sorted(self.properties)
+                if name in self.property_definitions
+            ]
+            return _response(200, {"results": results})
+        if path == DEFAULT_PROPERTIES_PATH + "/batch/create" and method == "POST":
+            return self._batch_create_properties(request)
+        return None
+
+    def _token_info(self, request: httpx.Request) -> httpx.Response:
+        # HubSpot's private apps guide: POST {"tokenKey": token} -> the app's ids and its scopes.
+        try:
+            key = json.loads(request.content).get("tokenKey")
+        except (ValueError, AttributeError):
+            key = None
+        if key != self.token:
+            # UNCONFIRMED: HubSpot's exact answer for an unknown token.
+            return _error(400, "VALIDATION_ERROR", "tokenKey is not a valid private app token")
+        return _response(
+            200, {"userId": 1, "hubId": 12345, "appId": 678, "scopes": sorted(self.scopes)}
+        )
+
+    def _batch_create_properties(self, request: httpx.Request) -> httpx.Response:
+        # "Batch create properties": {"inputs": [PropertyCreate]} -> 201 {"status", "results": [...]}
+        try:
+            inputs = json.loads(request.content)["inputs"]
+            assert isinstance(inputs, list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return _error(400, "VALIDATION_ERROR", "inputs is required")
+        results, errors = [], []
+        now = _iso(self.clock())
+        for item in inputs:
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                errors.append(
+                    {"status": "error", "message": f"Property name {name!r} is not valid"}
+                )
+            elif name in self.properties:
+                errors.append(
+                    {"status": "error", "message": f"A property named '{name}' already exists."}
+                )
+            else:
+                self.properties.add(name)
+                self.property_definitions[name] = _property_json(
+                    name, item["label"], item["type"], item["fieldType"], item["groupName"]
+                )
+                results.append(self.property_definitions[name])
+        answer: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": now,
+            "completedAt": now,
+        }
+        if errors:
+            answer.update(numErrors=len(errors), errors=errors)
+        return _response(207 if errors else 201, answer)
+
     # -- budgets ------------------------------------------------------------------------------------
 
     def _roll_day(self) -> None:
@@ -435,6 +519,35 @@ def _error(status: int, category: str, message: str) -> httpx.Response:
             "message": message,
             "correlationId": str(uuid.uuid4()),
             "category": category,
+        },
+    )
+
+
+def _needed_scope(method: str, path: str) -> str | None:
+    """The scope HubSpot's reference lists for the request (``None``: not one the fake checks)."""
+    if path in UPSERT_PATHS:
+        return "crm.objects.contacts.write"
+    if path == DEFAULT_PROPERTIES_PATH or path.startswith(DEFAULT_PROPERTIES_PATH + "/"):
+        return "crm.schemas.contacts.read" if method == "GET" else "crm.schemas.contacts.write"
+    return None
+
+
+def _missing_scopes(scope: str) -> httpx.Response:
+    """HubSpot's 403 for a token without a scope the endpoint requires (category MISSING_SCOPES)."""
+    return _response(
+        403,
+        {
+            "status": "error",
+            "message": "This app hasn't been granted all required scopes to make this call. Read "
+            "more about required scopes here: https://developers.hubspot.com/scopes.",
+            "correlationId": str(uuid.uuid4()),
+            "errors": [
+                {
+                    "message": "One or more of the following scopes are required.",
+                    "context": {"requiredGranularScopes": [scope]},
+                }
+            ],
+            "category": "MISSING_SCOPES",
         },
     )
 

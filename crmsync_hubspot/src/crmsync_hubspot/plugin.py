@@ -20,27 +20,23 @@ def register_adapters(register: Callable[[Any], None]) -> None:
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    import click
+    """``crmsync hubspot setup`` (alias ``create-properties``): create the custom contact properties."""
+    from crmsync_core.cli_check import add_setup_command
 
-    from crmsync_core.errors import CrmsyncError
+    async def run_setup(dry_run: bool) -> Any:
+        from crmsync_core.check import settings_from_environment
 
-    # The command's own imports wait until it runs: `crmsync --help` registers it and must stay fast.
-    @cli.group("hubspot")
-    def hubspot() -> None:
-        """HubSpot account set-up."""
-
-    @hubspot.command("create-properties")
-    def create_properties_command() -> None:
-        """Create the custom contact properties crmsync writes (HUBSPOT_CUSTOM_PROPERTY_*), where
-        the account lacks them. Needs the crm.schemas.contacts.write scope."""
-        import asyncio
-
-        from .properties import create_properties
+        from .account import setup
         from .settings import HubspotSettings
 
-        try:
-            statuses = asyncio.run(create_properties(HubspotSettings()))
-        except CrmsyncError as exc:
-            raise click.ClickException(exc.message) from None
-        for status in statuses:
-            click.echo(f"{status.status:<8} {status.name}")
+        return await setup(settings_from_environment(HubspotSettings), dry_run=dry_run)
+
+    add_setup_command(
+        cli,
+        "hubspot",
+        run_setup,
+        aliases=("create-properties",),
+        help="Create the custom contact properties crmsync writes (HUBSPOT_CUSTOM_PROPERTY_*) where "
+        "the account lacks them; never changes existing ones. Needs the crm.schemas.contacts.write "
+        "scope.",
+    )

@@ -27,7 +27,7 @@ class HubspotSettings(SyncSettings):
     api_base_url: str = DEFAULT_BASE_URL
     #: HubSpot is moving to dated paths, e.g. ``/crm/objects/2026-03/contacts/batch/upsert``
     upsert_path: str = DEFAULT_UPSERT_PATH
-    #: used by ``crmsync hubspot create-properties``
+    #: used by ``crmsync hubspot setup`` and ``crmsync check``
     properties_path: str = DEFAULT_PROPERTIES_PATH
     custom_property_domain_id: str = "scrapersky_domain_id"
     custom_property_page_id: str = "scrapersky_page_id"

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
+from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import (
     Contact,
     Outcome,
@@ -233,6 +234,30 @@ class MauticAdapter:
         self._tokens.drop(token)
         token = await self._access_token()
         return await self._client.request("POST", path, json=payload, headers=self._auth(token))
+
+    async def api(
+        self, method: str, path: str, payload: Any = None, params: Mapping[str, Any] | None = None
+    ) -> httpx.Response:
+        """One authenticated API request, signed in like the sync's own (used by ``crmsync check``
+        and ``crmsync mautic setup``); with OAuth 2 a refused token gets one retry with a new one."""
+        token = await self._access_token()
+        try:
+            return await self._client.request(
+                method, path, json=payload, params=params, headers=self._auth(token)
+            )
+        except AuthenticationError:
+            if token is None:
+                raise
+        self._tokens.drop(token)
+        token = await self._access_token()
+        return await self._client.request(
+            method, path, json=payload, params=params, headers=self._auth(token)
+        )
+
+    @property
+    def client(self) -> CrmClient:
+        """The HTTP client (redaction, JSON helpers) for the account checks."""
+        return self._client
 
     def _auth(self, token: str | None) -> dict[str, str]:
         if token is not None:
@@ -502,6 +527,12 @@ def _rate_limit_reset(response: httpx.Response) -> float | None:
     return max(0.0, reset)
 
 
+async def _check(settings: MauticSettings, context: CheckContext) -> list[CheckResult]:
+    from .account import check
+
+    return await check(settings, context)
+
+
 SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     name="mautic",
     settings_model=MauticSettings,
@@ -510,5 +541,6 @@ SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     rate_limit=None,
     partial_success=True,
     sandbox=make_sandbox,
+    check=_check,
     description="Mautic (self-hosted): batch upsert by e-mail, HTTP Basic or OAuth 2 auth",
 )

@@ -63,6 +63,20 @@ _BASIC_DISABLED = (
 )
 
 
+#: the contact fields of a new Mautic (a few of its core fields): alias -> type
+CORE_FIELDS: dict[str, str] = {
+    "title": "lookup",
+    "firstname": "text",
+    "lastname": "text",
+    "company": "text",
+    "email": "email",
+    "mobile": "tel",
+    "phone": "tel",
+    "website": "url",
+}
+_NO_ACCESS = "You do not have access to the requested area/action."
+
+
 @dataclass(frozen=True, slots=True)
 class _Scripted:
     status: int
@@ -127,6 +141,12 @@ class FakeMautic:
         self._rejections: dict[str, tuple[int, str]] = {}
         self._window_start: float | None = None
         self._window_count = 0
+        #: the contact fields: alias -> field as ``GET /api/fields/contact`` lists it
+        self.fields: dict[str, dict[str, Any]] = {}
+        for alias, kind in CORE_FIELDS.items():
+            self.add_field(alias, kind)
+        #: the API user's permission on contact fields (Mautic role "Contacts - Custom Fields")
+        self.fields_permission: Literal["full", "view", "none"] = "full"
 
     # -- controls -----------------------------------------------------------------------------------
 
@@ -194,6 +214,8 @@ class FakeMautic:
             return _json(scripted.status, scripted.body, {**headers, **scripted.headers})
         if self.failure_rate and self._rng.random() < self.failure_rate:
             return _json(503, _error("Service Unavailable (injected)", 503), headers)
+        if "/api/fields/contact" in path:
+            return self._fields_api(request, headers)
         if not path.endswith("/api/contacts/batch/new"):
             return _json(404, _error(f"Requested URL not found: {path}", 404), headers)
         if request.method != "POST":
@@ -328,6 +350,62 @@ class FakeMautic:
             "X-RateLimit-Remaining": str(max(0, self.rate_limit.requests - self._window_count)),
             "X-RateLimit-Reset": str(int(self._window_start + self.rate_limit.period_seconds)),
         }
+
+    # -- contact fields (``crmsync check`` / ``crmsync mautic setup``) -----------------------------
+
+    def add_field(
+        self, alias: str, kind: str = "text", *, published: bool = True, label: str | None = None
+    ) -> None:
+        """Give the installation a contact field (as if an administrator had created it)."""
+        self.fields[alias] = {
+            "id": len(self.fields) + 1,
+            "label": label or alias.replace("_", " ").title(),
+            "alias": alias,
+            "type": kind,
+            "group": "core",
+            "object": "lead",
+            "isPublished": published,
+            "isRequired": False,
+        }
+
+    def _fields_api(self, request: httpx.Request, headers: Mapping[str, str]) -> httpx.Response:
+        path, method = request.url.path, request.method
+        if self.fields_permission == "none" or (
+            method != "GET" and self.fields_permission != "full"
+        ):
+            # Mautic's answer to a user whose role lacks the permission (type access_denied).
+            return _json(
+                403,
+                {"errors": [{"message": _NO_ACCESS, "code": 403, "type": "access_denied"}]},
+                headers,
+            )
+        if path.endswith("/api/fields/contact") and method == "GET":
+            # Developer docs "List available fields": {"total", "fields": [...]}, paged by start/limit.
+            start = int(request.url.params.get("start", 0))
+            limit = int(request.url.params.get("limit", 30))
+            page = list(self.fields.values())[start : start + limit]
+            return _json(200, {"total": len(self.fields), "fields": page}, headers)
+        if path.endswith("/api/fields/contact/new") and method == "POST":
+            return self._create_field(request, headers)
+        return _json(404, _error(f"Requested URL not found: {path}", 404), headers)
+
+    def _create_field(self, request: httpx.Request, headers: Mapping[str, str]) -> httpx.Response:
+        # Developer docs "Create field": 201 {"field": {...}}; validation errors are 400.
+        try:
+            body = json.loads(request.content)
+            label, kind = body["label"], body.get("type", "text")
+        except (ValueError, KeyError, TypeError):
+            return _json(400, _error("label: A value is required.", 400), headers)
+        alias = str(body.get("alias") or label).strip().lower().replace(" ", "_")
+        if alias in self.fields:
+            # UNCONFIRMED: Mautic renames a clashing alias instead of refusing it; the fake refuses.
+            return _json(400, _error(f"alias: {alias} is already used.", 400), headers)
+        if kind == "boolean" and not isinstance(body.get("properties"), dict):
+            return _json(400, _error("properties: yes and no labels are required.", 400), headers)
+        self.add_field(
+            alias, kind, published=body.get("isPublished", True) is not False, label=label
+        )
+        return _json(201, {"field": self.fields[alias]}, headers)
 
     def _batch_new(self, request: httpx.Request, headers: Mapping[str, str]) -> httpx.Response:
         try:

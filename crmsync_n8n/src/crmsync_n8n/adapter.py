@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
+from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import (
     Contact,
     Outcome,
@@ -304,6 +305,12 @@ def _factory(settings: N8nSettings, context: AdapterContext) -> N8nAdapter:
     return N8nAdapter(settings, context)
 
 
+async def _check(settings: N8nSettings, context: CheckContext) -> list[CheckResult]:
+    from .account import check
+
+    return await check(settings, context)
+
+
 SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     name="n8n",
     settings_model=N8nSettings,
@@ -314,5 +321,6 @@ SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     partial_success=True,
     remote_id_column="n8n_workflow_id",
     sandbox=make_sandbox,
+    check=_check,
     description="posts contacts to an n8n Webhook node (ScraperSky's payload)",
 )

@@ -125,6 +125,8 @@ class FakeN8n:
                 headers={"Content-Type": "text/html"},
                 text="<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
             )
+        if request.method == "OPTIONS":
+            return self._options(request)
         route = self._route(request)
         if isinstance(route, httpx.Response):
             return route
@@ -169,6 +171,25 @@ class FakeN8n:
                 "code": 404,
                 "message": f'The requested webhook "{request.method} {webhook}" is not registered.',
                 "hint": hint,
+            },
+        )
+
+    def _options(self, request: httpx.Request) -> httpx.Response:
+        """n8n's answer to ``OPTIONS`` (the ``crmsync check`` probe): 204, and with an ``Origin`` header
+        the methods registered for the path in ``Access-Control-Allow-Methods`` (n8n source,
+        webhook-request-handler.ts ``setupCorsHeaders``). The workflow never runs."""
+        if "origin" not in request.headers:
+            return httpx.Response(204)
+        path = request.url.path
+        live = (path == f"/webhook/{self.path}" and self.active) or (
+            path == f"/webhook-test/{self.path}" and self._listening
+        )
+        methods = ["OPTIONS", "POST"] if live else ["OPTIONS"]
+        return httpx.Response(
+            204,
+            headers={
+                "Access-Control-Allow-Methods": ", ".join(methods),
+                "Access-Control-Allow-Origin": request.headers["origin"],
             },
         )
 

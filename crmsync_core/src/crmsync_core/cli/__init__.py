@@ -35,6 +35,7 @@ from ._options import DEFAULT_DATABASE_URL, Options, database_url_option, layout
 #: is a module in this package and a line here.
 COMMANDS: dict[str, str] = {
     "adapters": "crmsync_core.cli.adapters:adapters",
+    "check": "crmsync_core.cli_check:check_command",
     "demo": "crmsync_core.cli.demo:demo",
     "queue": "crmsync_core.cli.queue:queue",
     "schema": "crmsync_core.cli.schema:schema",
