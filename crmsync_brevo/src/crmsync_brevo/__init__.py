@@ -4,7 +4,7 @@ Installing ``crmsync-brevo`` registers the ``brevo`` CRM. Configure it with ``BR
 variables (see :class:`BrevoSettings`); test against :class:`FakeBrevo`, a stateful fake of Brevo's API.
 """
 
-from .adapter import SPEC, BrevoAdapter, parse_email_report, rate_limit_reset
+from .adapter import SPEC, BrevoAdapter, parse_email_report, rate_limits
 from .fake import FakeBrevo, ManualClock, make_sandbox
 from .mapping import AttributeNames, BrevoContact, map_contact, normalize_phone
 from .settings import BrevoSettings
@@ -21,5 +21,5 @@ __all__ = [
     "map_contact",
     "normalize_phone",
     "parse_email_report",
-    "rate_limit_reset",
+    "rate_limits",
 ]
