@@ -4,12 +4,14 @@ A CRM declares its budget as :class:`RateLimits`: one or more :class:`Bucket` (a
 period, and the request paths it covers) and :class:`LimitHeaders`, the names of the headers in which the
 CRM announces what is left. Settings override the first bucket (``{CRM}_SYNC_RATE_LIMIT_*``).
 
-A :class:`Limiter` hands out **send slots**: each slot is a moment ``t`` (on the ledger's clock) at which one
-request may be sent, valid until ``t + tolerance``. Slots come from a ledger in blocks (a *lease*): the
-in-process :class:`MemoryLedger`, or the store's PostgreSQL ledger shared by every worker on every machine.
-The ledger never issues a slot that would let ``limit + 1`` slots fall within ``period + tolerance +
-margin`` of each other, so the requests of every worker together never put more than ``limit`` requests
-into any window of ``period``, wherever that window starts. That one rule covers every window kind:
+A :class:`Limiter` hands out **send slots**: each slot is a span ``[start, end)`` (on the ledger's clock) in
+which one request may be sent. Slots come from a ledger in blocks (a *lease*): the in-process
+:class:`MemoryLedger`, or the store's PostgreSQL ledger shared by every worker on every machine. A slot
+starts at least ``period + margin`` after the end of every slot ``limit`` or more places before it
+(:func:`issue_slots`), so no ``limit + 1`` sends fit in one period: the requests of every worker together
+never put more than ``limit`` requests into any window of ``period``, wherever that window starts. A slot
+lasts ``tolerance`` (15 ms of a 1 s window) while the bucket is busy, longer while it is far from full.
+That one rule covers every window kind:
 
 * sliding (rolling) window of N per P: exactly the rule;
 * fixed window of N per P: any fixed window is one of the sliding windows, so it holds too, whatever the
@@ -18,6 +20,7 @@ into any window of ``period``, wherever that window starts. That one rule covers
   interval of length t, which is what a token bucket allows.
 
 The long-run rate is N / (P + tolerance + margin): 97.5 % of a 1-second window, 99 % of a 10-second one.
+``margin`` (10 ms of a 1 s window) covers the varying delay between sending and the CRM counting.
 
 A lease costs one statement on PostgreSQL (a compare-and-swap of the bucket's row), and covers about a
 second of requests, so a worker sending 10 requests a second makes about one statement a second. Slots a
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import math
 import time
 from collections import deque
@@ -41,15 +45,21 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
+logger = logging.getLogger("crmsync.ratelimit")
+
 #: a request must leave within this share of the period after its slot time (max 50 ms): how late an
 #: event loop may wake up before the slot is given up
-TOLERANCE_SHARE = 0.02
+TOLERANCE_SHARE = 0.015
 TOLERANCE_MAX = 0.05
 #: extra spacing for the varying delay between sending and the CRM counting (max 50 ms)
-MARGIN_SHARE = 0.005
+MARGIN_SHARE = 0.01
 MARGIN_MAX = 0.05
 #: a lease covers about this many seconds of a bucket's rate
 LEASE_SECONDS = 1.0
+#: the most slots in one lease (1,000 requests a second: 4 statements a second)
+MAX_LEASE = 256
+#: the most a lease's slots start after it was asked for (they start after its round trip)
+MAX_LEAD = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +113,13 @@ class Bucket:
         return min(TOLERANCE_SHARE * self.period_seconds, TOLERANCE_MAX)
 
     @property
+    def margin(self) -> float:
+        return min(MARGIN_SHARE * self.period_seconds, MARGIN_MAX)
+
+    @property
     def gap(self) -> float:
-        """The least time between a slot and the one ``requests`` slots after it."""
-        margin = min(MARGIN_SHARE * self.period_seconds, MARGIN_MAX)
-        return self.period_seconds + self.tolerance + margin
+        """The least time between a slot and the one ``requests`` slots after it, at the ceiling."""
+        return self.period_seconds + self.tolerance + self.margin
 
     def covers(self, path: str) -> bool:
         return any(path.startswith(prefix) for prefix in self.paths)
@@ -226,33 +239,56 @@ class RateLimits:
 # -- the slot rule --------------------------------------------------------------------------------------
 
 
-def issue_slots(
-    held: Sequence[float], count: int, *, limit: int, gap: float, start: float
-) -> list[float]:
-    """``count`` new slot times, none before ``start`` nor before the latest of ``held`` (sorted), each at
-    least ``gap`` after the slot ``limit`` places before it. Pure: the ledgers keep ``held``."""
-    issued: list[float] = []
+#: one send slot: a request may leave at ``start`` or later, but before ``end``
+Slot = tuple[float, float]
+
+
+def issue_slots(held: Sequence[Slot], count: int, *, bucket: Bucket, start: float) -> list[Slot]:
+    """``count`` new slots, none before ``start`` nor before the latest of ``held`` (sorted by start).
+
+    The rule: a slot starts at least ``period + margin`` after the *end* of every slot ``requests`` or more
+    places before it, so that no ``requests + 1`` sends, each within its slot, fit in one period. A slot is
+    valid for ``tolerance`` while the bucket is busy (what keeps the long-run rate near the ceiling),
+    and for up to a second while fewer than half of its requests were issued in the last period (a
+    worker far below the limit then never wastes a slot for waking late). Pure: the ledgers keep ``held``.
+    """
+    limit, period = bucket.requests, bucket.period_seconds
+    after = period + bucket.margin
+    recent = sum(1 for a, _ in held if a > start - period)
+    validity = (
+        bucket.tolerance
+        if recent + count > limit / 2
+        else max(bucket.tolerance, min(LEASE_SECONDS, period / 2))
+    )
     combined = list(held)
+    # the latest end among slots at least ``limit`` places back, as the list grows
+    reach = -math.inf
+    for _start, e in combined[: max(0, len(combined) - limit + 1)]:
+        reach = max(reach, e)
+    issued: list[Slot] = []
     for _ in range(count):
-        at = max(start, combined[-1]) if combined else start
+        at = max(start, combined[-1][0]) if combined else start
+        at = max(at, reach + after)
+        slot = (at, at + validity)
+        combined.append(slot)
+        issued.append(slot)
         if len(combined) >= limit:
-            at = max(at, combined[-limit] + gap)
-        combined.append(at)
-        issued.append(at)
+            reach = max(reach, combined[len(combined) - limit][1])
     return issued
 
 
-def prune(held: Sequence[float], before: float) -> list[float]:
-    """The slots that can still constrain a slot issued at ``before + gap`` or later."""
-    return [t for t in held if t >= before]
+def prune(held: Sequence[Slot], start: float, bucket: Bucket) -> list[Slot]:
+    """The slots that can still hold back a slot starting at ``start`` or later."""
+    before = start - bucket.period_seconds - bucket.margin
+    return [slot for slot in held if slot[1] >= before]
 
 
-def remove(held: Sequence[float], returned: Sequence[float]) -> list[float]:
+def remove(held: Sequence[Slot], returned: Sequence[Slot]) -> list[Slot]:
     """``held`` without one occurrence of each of ``returned`` (slots a worker did not use)."""
     left = list(held)
-    for t in returned:
+    for slot in returned:
         with contextlib.suppress(ValueError):  # already pruned
-            left.remove(t)
+            left.remove(slot)
     return left
 
 
@@ -260,7 +296,7 @@ def remove(held: Sequence[float], returned: Sequence[float]) -> list[float]:
 class Lease:
     """Slots a ledger issued, on its own clock."""
 
-    slots: list[float]
+    slots: list[Slot]
     #: the bucket is paused until then (ledger clock); 0 when not paused
     paused_until: float
     #: the ledger's clock when it issued them
@@ -275,13 +311,13 @@ class Ledger(Protocol):
         ...
 
     async def lease(
-        self, key: str, bucket: Bucket, count: int, returned: Sequence[float], not_before: float
+        self, key: str, bucket: Bucket, count: int, returned: Sequence[Slot], not_before: float
     ) -> Lease:
         """Issue ``count`` slots of ``bucket`` at ``not_before`` or later (ledger clock, a guess of the
         caller's), first taking back ``returned`` unused slots."""
         ...
 
-    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[float]) -> None:
+    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
         """Take back unused slots so that other workers may use the time."""
         ...
 
@@ -295,24 +331,24 @@ class MemoryLedger:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._held: dict[str, list[float]] = {}
+        self._held: dict[str, list[Slot]] = {}
         self._paused: dict[str, float] = {}
 
     def now(self) -> float:
         return self.clock()
 
     async def lease(
-        self, key: str, bucket: Bucket, count: int, returned: Sequence[float], not_before: float
+        self, key: str, bucket: Bucket, count: int, returned: Sequence[Slot], not_before: float
     ) -> Lease:
         now = self.clock()
         paused = self._paused.get(key, 0.0)
         start = max(now, not_before, paused)
-        held = prune(remove(self._held.get(key, []), returned), start - bucket.gap)
-        slots = issue_slots(held, count, limit=bucket.requests, gap=bucket.gap, start=start)
+        held = prune(remove(self._held.get(key, []), returned), start, bucket)
+        slots = issue_slots(held, count, bucket=bucket, start=start)
         self._held[key] = held + slots
         return Lease(slots, paused, now)
 
-    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[float]) -> None:
+    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
         self._held[key] = remove(self._held.get(key, []), returned)
 
     async def pause(self, key: str, bucket: Bucket, until: float) -> None:
@@ -347,11 +383,12 @@ class RateLimiter(Protocol):
 class _State:
     bucket: Bucket | None
     key: str
-    slots: deque[float] = field(default_factory=deque)
-    unused: list[float] = field(default_factory=list)
+    slots: deque[Slot] = field(default_factory=deque)
+    unused: list[Slot] = field(default_factory=list)
     paused_until: float = 0.0  # ledger clock
     lease_size: int = 1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    prefetch: asyncio.Task[None] | None = None
 
 
 class Limiter:
@@ -379,6 +416,7 @@ class Limiter:
         self._sleep = sleep
         self._states: dict[str, _State] = {}
         self._waited = 0.0
+        self._lead = 0.0
         self.statements = 0
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -410,7 +448,8 @@ class Limiter:
 
     @staticmethod
     def _lease_size(bucket: Bucket) -> int:
-        return max(1, min(bucket.requests, math.ceil(bucket.limit.per_second * LEASE_SECONDS)))
+        wanted = math.ceil(bucket.limit.per_second * LEASE_SECONDS)
+        return max(1, min(bucket.requests, wanted, MAX_LEASE))
 
     def _now(self) -> float:
         # Slots are moments on the ledger's clock: the database's, for a fleet.
@@ -430,31 +469,53 @@ class Limiter:
                         return
                     await self._wait(state.paused_until - now)
                     continue
-                tolerance = state.bucket.tolerance
-                while state.slots and max(now, state.paused_until) >= state.slots[0] + tolerance:
+                while state.slots and max(now, state.paused_until) >= state.slots[0][1]:
                     state.unused.append(state.slots.popleft())
                 if not state.slots:
-                    await self._lease(state, now)
+                    if state.prefetch is not None:
+                        await asyncio.shield(state.prefetch)
+                    else:
+                        await self._lease(state, now)
                     continue
-                at = max(state.slots[0], state.paused_until)
+                at = max(state.slots[0][0], state.paused_until)
                 if at > now:
                     await self._wait(at - now)
                     continue
                 state.slots.popleft()
+                self._prefetch_if_running_low(state, now)
                 return
+
+    def _prefetch_if_running_low(self, state: _State, now: float) -> None:
+        """Lease the next block in the background before this one runs out, so that no request waits
+        for the database's round trip."""
+        if state.prefetch is not None:
+            return
+        low = len(state.slots) <= max(1, state.lease_size // 4)
+        ending = bool(state.slots) and state.slots[-1][1] - now < 2 * self._lead + 0.01
+        if not (low or ending):
+            return
+
+        async def prefetch() -> None:
+            try:
+                await self._lease(state, self._now())
+            except Exception as exc:  # the next acquire leases again, and raises
+                logger.warning("%s: could not lease request slots ahead: %s", self.crm, exc)
+            finally:
+                state.prefetch = None
+
+        state.prefetch = asyncio.get_running_loop().create_task(prefetch())
 
     async def _lease(self, state: _State, now: float) -> None:
         assert state.bucket is not None
-        # Fewer slots after a lease went partly unused, more after one was used up (within 1..rate * 1 s).
-        if state.unused:
-            state.lease_size = max(1, state.lease_size // 2)
-        else:
-            state.lease_size = min(self._lease_size(state.bucket), state.lease_size * 2)
         returned, state.unused = state.unused, []
         self.statements += 1
+        # New slots start after the lease's own round trip, or they would be stale on arrival.
+        not_before = max(now + self._lead, state.paused_until)
         lease = await self.ledger.lease(
-            state.key, state.bucket, state.lease_size, returned, max(now, state.paused_until)
+            state.key, state.bucket, state.lease_size, returned, not_before
         )
+        took = self._now() - now
+        self._lead = min(0.8 * self._lead + 0.2 * 1.5 * took, MAX_LEAD)
         state.paused_until = max(state.paused_until, lease.paused_until)
         state.slots.extend(lease.slots)
 
@@ -489,6 +550,8 @@ class Limiter:
             if state.bucket is None:
                 continue
             async with state.lock:
+                if state.prefetch is not None:
+                    await asyncio.shield(state.prefetch)
                 returned = [*state.unused, *state.slots]
                 state.unused, state.slots = [], deque()
                 if returned:

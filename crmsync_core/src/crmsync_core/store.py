@@ -30,7 +30,7 @@ from .contacts import Contact, ContactId
 from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError, StoreError
 from .filters import ContactFilter
 from .layout import CONTACT_FIELDS, CrmColumns, Layout
-from .ratelimit import Bucket, Lease, issue_slots, prune, remove
+from .ratelimit import Bucket, Lease, Slot, issue_slots, prune, remove
 from .status import ALREADY_QUEUED, SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
@@ -303,7 +303,8 @@ RATE_LIMIT_TABLE = "crmsync_rate_slots"
 def rate_limit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
     """crmsync's own table of shared request budgets, one row per CRM bucket (PostgreSQL only).
 
-    ``slots`` holds the send times (epoch seconds, the database's clock) issued within the last window,
+    ``slots`` holds the send slots issued within the last window, as start, end, start, end, ... (epoch
+    seconds, the database's clock),
     ``paused_until`` the end of the latest pause the CRM announced, ``version`` makes each change a
     compare-and-swap (see :class:`crmsync_core.ratelimit.Limiter`).
     """
@@ -321,8 +322,16 @@ def rate_limit_table(metadata: sa.MetaData | None = None, schema: str | None = N
 @dataclass(slots=True)
 class _SlotRow:
     version: int
-    slots: list[float]
+    slots: list[Slot]
     paused_until: float
+
+
+def _pairs(flat: Sequence[float]) -> list[Slot]:
+    return [(float(flat[i]), float(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
+
+
+def _flat(slots: Sequence[Slot]) -> list[float]:
+    return [t for slot in slots for t in slot]
 
 
 class SlotLedger:
@@ -377,18 +386,16 @@ class SlotLedger:
         async with self._store._transaction(None) as conn:
             version, slots, paused, db_now = (await conn.execute(statement)).one()
         self._saw(db_now, sent)
-        row = self._rows[key] = _SlotRow(int(version), [float(t) for t in slots], float(paused))
+        row = self._rows[key] = _SlotRow(int(version), _pairs(slots), float(paused))
         return row
 
-    async def _swap(
-        self, key: str, row: _SlotRow, slots: list[float]
-    ) -> tuple[float, float] | None:
+    async def _swap(self, key: str, row: _SlotRow, slots: list[Slot]) -> tuple[float, float] | None:
         """Write ``slots`` if nobody changed the row since ``row``; the pause and the clock, else ``None``."""
         table = await self._store._rate_limit_table()
         statement = (
             sa.update(table)
             .where(table.c.key == key, table.c.version == row.version)
-            .values(version=table.c.version + 1, slots=slots)
+            .values(version=table.c.version + 1, slots=_flat(slots))
             .returning(table.c.paused_until, self._db_now(table))
         )
         sent = time.monotonic()
@@ -404,13 +411,13 @@ class SlotLedger:
         return paused, db_now
 
     async def lease(
-        self, key: str, bucket: Bucket, count: int, returned: Sequence[float], not_before: float
+        self, key: str, bucket: Bucket, count: int, returned: Sequence[Slot], not_before: float
     ) -> Lease:
         while True:
             row = self._rows.get(key) or await self._read(key)
             start = max(self.now(), not_before, row.paused_until)
-            held = prune(remove(row.slots, returned), start - bucket.gap)
-            slots = issue_slots(held, count, limit=bucket.requests, gap=bucket.gap, start=start)
+            held = prune(remove(row.slots, returned), start, bucket)
+            slots = issue_slots(held, count, bucket=bucket, start=start)
             done = await self._swap(key, row, held + slots)
             if done is not None:
                 paused, db_now = done
@@ -419,7 +426,7 @@ class SlotLedger:
                     continue
                 return Lease(slots, paused, db_now)
 
-    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[float]) -> None:
+    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
         while True:
             row = self._rows.get(key) or await self._read(key)
             if await self._swap(key, row, remove(row.slots, returned)) is not None:
