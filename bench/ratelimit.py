@@ -126,6 +126,7 @@ async def drain(
 
 
 async def one(seconds: float) -> None:
+    # Brevo's default settings; the window kind the fake enforces is the strictest (sliding).
     fake = FakeBrevo(rate_limit=RateLimit(10, 1.0), window="sliding")
     logged = Logged(fake.handle, fake.base_path)
     contacts = int(seconds * 10 + 50)
@@ -144,6 +145,7 @@ async def one(seconds: float) -> None:
     print(f"| 429s (all / steady state) | {fake.rate_limited} / {late_429} |")
     print(f"| most requests in any 1 s window | {most_in_any_window(times, 1.0)} |")
     print(f"| database statements per request | {limiter.statements / len(times):.3f} |")
+    print(f"| slots that expired unused (the event loop woke too late) | {limiter.expired} |")
 
 
 # -- a fleet ---------------------------------------------------------------------------------------------

@@ -251,7 +251,9 @@ class CrmClient:
                     retry_after=wait,
                 )
             if said.exhausted and said.reset and self._limit_headers.pause_when_exhausted:
-                limiter.pause(said.reset, path)
+                # The reset counts from when the CRM answered, about when the request left: counted
+                # from now, the pause would outlast the window by this process's own delays.
+                limiter.pause(said.reset - (time.perf_counter() - started), path)
             if status in (401, 403):
                 raise AuthenticationError(
                     f"{self.crm} refused the credentials (HTTP {status} on {self._where(request)}): "

@@ -51,6 +51,8 @@ logger = logging.getLogger("crmsync.ratelimit")
 #: event loop may wake up before the slot is given up
 TOLERANCE_SHARE = 0.015
 TOLERANCE_MAX = 0.05
+#: the longest a busy slot lasts however late the event loop wakes (60 ms: 94 % of a 1 s window)
+MAX_TOLERANCE = 0.06
 #: extra spacing for the varying delay between sending and the CRM counting (max 50 ms)
 MARGIN_SHARE = 0.01
 MARGIN_MAX = 0.05
@@ -243,7 +245,14 @@ class RateLimits:
 Slot = tuple[float, float]
 
 
-def issue_slots(held: Sequence[Slot], count: int, *, bucket: Bucket, start: float) -> list[Slot]:
+def issue_slots(
+    held: Sequence[Slot],
+    count: int,
+    *,
+    bucket: Bucket,
+    start: float,
+    validity: float | None = None,
+) -> list[Slot]:
     """``count`` new slots, none before ``start`` nor before the latest of ``held`` (sorted by start).
 
     The rule: a slot starts at least ``period + margin`` after the *end* of every slot ``requests`` or more
@@ -255,19 +264,21 @@ def issue_slots(held: Sequence[Slot], count: int, *, bucket: Bucket, start: floa
     limit, period = bucket.requests, bucket.period_seconds
     after = period + bucket.margin
     recent = sum(1 for a, _ in held if a > start - period)
-    validity = (
-        bucket.tolerance
-        if recent + count > limit / 2
-        else max(bucket.tolerance, min(LEASE_SECONDS, period / 2))
-    )
+    busy = validity if validity is not None else bucket.tolerance
+    busy = min(max(busy, bucket.tolerance), period)
+    far_from_full = recent + count <= limit / 2
+    validity = max(busy, min(LEASE_SECONDS, period / 2)) if far_from_full else busy
     combined = list(held)
     # the latest end among slots at least ``limit`` places back, as the list grows
     reach = -math.inf
     for _start, e in combined[: max(0, len(combined) - limit + 1)]:
         reach = max(reach, e)
+    # While busy, slots are also paced at the long-run rate: a burst of slots at one instant, each
+    # valid for a few milliseconds, would mostly expire before the requests that wait for them are sent.
+    pace = (period + validity + bucket.margin) / limit if validity == busy else 0.0
     issued: list[Slot] = []
     for _ in range(count):
-        at = max(start, combined[-1][0]) if combined else start
+        at = max(start, combined[-1][0] + pace) if combined else start
         at = max(at, reach + after)
         slot = (at, at + validity)
         combined.append(slot)
@@ -311,10 +322,17 @@ class Ledger(Protocol):
         ...
 
     async def lease(
-        self, key: str, bucket: Bucket, count: int, returned: Sequence[Slot], not_before: float
+        self,
+        key: str,
+        bucket: Bucket,
+        count: int,
+        returned: Sequence[Slot],
+        not_before: float,
+        validity: float | None = None,
     ) -> Lease:
         """Issue ``count`` slots of ``bucket`` at ``not_before`` or later (ledger clock, a guess of the
-        caller's), first taking back ``returned`` unused slots."""
+        caller's), first taking back ``returned`` unused slots. ``validity``: how long a slot lasts
+        while the bucket is busy (default: the bucket's tolerance)."""
         ...
 
     async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
@@ -338,13 +356,19 @@ class MemoryLedger:
         return self.clock()
 
     async def lease(
-        self, key: str, bucket: Bucket, count: int, returned: Sequence[Slot], not_before: float
+        self,
+        key: str,
+        bucket: Bucket,
+        count: int,
+        returned: Sequence[Slot],
+        not_before: float,
+        validity: float | None = None,
     ) -> Lease:
         now = self.clock()
         paused = self._paused.get(key, 0.0)
         start = max(now, not_before, paused)
         held = prune(remove(self._held.get(key, []), returned), start, bucket)
-        slots = issue_slots(held, count, bucket=bucket, start=start)
+        slots = issue_slots(held, count, bucket=bucket, start=start, validity=validity)
         self._held[key] = held + slots
         return Lease(slots, paused, now)
 
@@ -389,6 +413,7 @@ class _State:
     lease_size: int = 1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     prefetch: asyncio.Task[None] | None = None
+    used: int = 0  # slots sent since the last lease
 
 
 class Limiter:
@@ -417,7 +442,10 @@ class Limiter:
         self._states: dict[str, _State] = {}
         self._waited = 0.0
         self._lead = 0.0
+        self._late = 0.0  # how late after a slot's start requests leave (moving average)
+        #: ledger calls (each one database statement when shared), and slots that expired unused
         self.statements = 0
+        self.expired = 0
         self._pending: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -471,6 +499,7 @@ class Limiter:
                     continue
                 while state.slots and max(now, state.paused_until) >= state.slots[0][1]:
                     state.unused.append(state.slots.popleft())
+                    self.expired += 1
                 if not state.slots:
                     if state.prefetch is not None:
                         await asyncio.shield(state.prefetch)
@@ -481,7 +510,9 @@ class Limiter:
                 if at > now:
                     await self._wait(at - now)
                     continue
-                state.slots.popleft()
+                slot = state.slots.popleft()
+                state.used += 1
+                self._late = 0.9 * self._late + 0.1 * (now - slot[0])
                 self._prefetch_if_running_low(state, now)
                 return
 
@@ -508,11 +539,21 @@ class Limiter:
     async def _lease(self, state: _State, now: float) -> None:
         assert state.bucket is not None
         returned, state.unused = state.unused, []
+        if len(returned) > state.used:
+            # Slots went unused: lease about twice what was sent since the last lease (a worker far
+            # below the limit keeps its leases, and the shared row, small).
+            state.lease_size = max(1, min(self._lease_size(state.bucket), 2 * state.used))
+        else:
+            state.lease_size = self._lease_size(state.bucket)
+        state.used = 0
         self.statements += 1
         # New slots start after the lease's own round trip, or they would be stale on arrival.
         not_before = max(now + self._lead, state.paused_until)
+        # Slots last long enough for how late this event loop wakes up (3x its recent lateness), which
+        # costs a little of the ceiling on a busy machine instead of most of it.
+        validity = min(max(state.bucket.tolerance, 3 * self._late), MAX_TOLERANCE)
         lease = await self.ledger.lease(
-            state.key, state.bucket, state.lease_size, returned, not_before
+            state.key, state.bucket, state.lease_size, returned, not_before, validity
         )
         took = self._now() - now
         self._lead = min(0.8 * self._lead + 0.2 * 1.5 * took, MAX_LEAD)
@@ -527,6 +568,10 @@ class Limiter:
         if until <= state.paused_until:
             return  # already paused at least that long: pauses never add up
         state.paused_until = until
+        if state.slots and until <= state.slots[0][0]:
+            # The window frees before this worker's next slot anyway (the usual ``remaining: 0`` of a
+            # worker at the ceiling): the slots already keep every worker out, no statement needed.
+            return
         if state.bucket is not None and self.shared:
             self.statements += 1
             task = asyncio.get_running_loop().create_task(

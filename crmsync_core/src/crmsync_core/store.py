@@ -411,13 +411,19 @@ class SlotLedger:
         return paused, db_now
 
     async def lease(
-        self, key: str, bucket: Bucket, count: int, returned: Sequence[Slot], not_before: float
+        self,
+        key: str,
+        bucket: Bucket,
+        count: int,
+        returned: Sequence[Slot],
+        not_before: float,
+        validity: float | None = None,
     ) -> Lease:
         while True:
             row = self._rows.get(key) or await self._read(key)
             start = max(self.now(), not_before, row.paused_until)
             held = prune(remove(row.slots, returned), start, bucket)
-            slots = issue_slots(held, count, bucket=bucket, start=start)
+            slots = issue_slots(held, count, bucket=bucket, start=start, validity=validity)
             done = await self._swap(key, row, held + slots)
             if done is not None:
                 paused, db_now = done
