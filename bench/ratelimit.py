@@ -111,9 +111,11 @@ async def drain(
         rate_limiters={crm: limiter} if limiter is not None else None,
     )
     synced = 0
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), stop.set)
     try:
-        while time.monotonic() < deadline:
-            report = await engine.run_once(crm)
+        while not stop.is_set():
+            report = await engine.run_once(crm, stop=stop)
             synced += report.synced
             if report.claimed == 0:
                 break
@@ -219,7 +221,7 @@ async def polls(seconds: float) -> None:
         rate_limit=RateLimit(10, 1.0), other_rate_limit=scaled, import_delay_seconds=20.0
     )
     logged = Logged(fake.handle, fake.base_path)
-    async with database(20000, "brevo") as db, logged.serve() as url:
+    async with database(4000, "brevo") as db, logged.serve() as url:
         settings = settings_for(
             "brevo",
             url,
