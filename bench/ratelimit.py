@@ -296,7 +296,9 @@ async def single(contacts: int) -> None:
                     if variant == "shared":
                         statements += limiter.statements
     best = {variant: max(values) for variant, values in rates.items()}
-    print(f"| zero-limit fake, {contacts} contacts, best of 2 interleaved | contacts/s | vs plain |")
+    print(
+        f"| zero-limit fake, {contacts} contacts, best of 2 interleaved | contacts/s | vs plain |"
+    )
     print("|---|---:|---:|")
     for variant, label in (
         ("shared", "engine, shared limiter (PostgreSQL) at 1,000/s"),
