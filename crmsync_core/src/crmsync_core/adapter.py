@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from .contacts import Contact, Outcome
 from .ratelimit import Limiter, RateLimit, RateLimiter, RateLimits
 from .retry import RequestRetry
-from .settings import SyncSettings
+from .settings import DEFAULT_MAX_RESPONSE_BYTES, SyncSettings
 
 if TYPE_CHECKING:
     import httpx
@@ -54,6 +54,8 @@ class AdapterContext:
     #: an ``httpx.AsyncBaseTransport`` to send requests through instead of the network (sandboxes, tests)
     transport: httpx.AsyncBaseTransport | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("crmsync"))
+    #: the largest response body :class:`~crmsync_core.http.CrmClient` reads (``{CRM}_SYNC_MAX_RESPONSE_BYTES``)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @classmethod
     def for_testing(

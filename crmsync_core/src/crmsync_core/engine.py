@@ -204,6 +204,7 @@ class Engine:
                 request_retry=self._request_retry,
                 transport=self._transports.get(crm),
                 logger=logging.getLogger(f"crmsync.{crm}"),
+                max_response_bytes=settings.sync_max_response_bytes,
             )
             adapter = spec.factory(settings, context)
         except (ConfigurationError, FatalError) as exc:
@@ -291,11 +292,15 @@ class Engine:
             outcomes = await collect_outcomes(run.adapter, claim.contacts, crm=run.crm)
         except FatalError as exc:
             run.fatal = run.fatal or exc
-            run.report.released += await self._release(held, pushed, heartbeat)
+            released = await self._release(held, pushed, heartbeat)
+            # Counted after the await: ``report.released += await ...`` reads the count before
+            # awaiting, and lanes releasing side by side would overwrite each other's additions.
+            run.report.released += released
             return
         except BaseException:
             # Cancelled mid-push (shutdown): nothing was decided, so the claim goes back untouched.
-            run.report.released += await self._release(held, pushed, heartbeat)
+            released = await self._release(held, pushed, heartbeat)
+            run.report.released += released
             raise
         pushed.set()
         await heartbeat
