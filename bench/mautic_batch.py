@@ -19,6 +19,7 @@ from crmsync_core.adapter import AdapterContext
 from crmsync_core.contacts import Contact, Synced
 from crmsync_core.testing.data import contact_rows
 from crmsync_mautic import FakeMautic, MauticAdapter, MauticSettings
+from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
 
 CONTACTS = 4_000
 PUSH = 200  # what the engine hands the adapter at most
@@ -40,7 +41,7 @@ def contacts() -> list[Contact]:
 
 
 async def run(limit: int, people: list[Contact]) -> tuple[float, int]:
-    fake = FakeMautic()
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS)
     settings = MauticSettings(
         base_url="https://mautic.bench.invalid",
         client_id=fake.client_id,

@@ -320,6 +320,13 @@ async def test_without_a_list_large_batches_go_one_by_one(run: Run, fake: FakeBr
     assert fake.requests_to("POST", "/contacts/import") == []
 
 
+async def test_the_older_in_process_spelling_is_still_running(run: Run, fake: FakeBrevo) -> None:
+    fake.running_status, fake.import_delay_seconds = "in_process", 10.0
+    outcomes = await run.push(people(10))
+    assert all(isinstance(o, Synced) for o in outcomes.values())
+    assert [p.status for p in fake.processes.values()] == ["completed"]
+
+
 async def test_polling_backs_off_until_the_process_completes(run: Run, fake: FakeBrevo) -> None:
     fake.import_delay_seconds = 40.0
     await run.push(people(10))
@@ -333,6 +340,7 @@ async def test_polling_backs_off_until_the_process_completes(run: Run, fake: Fak
 async def test_import_reported_invalid_counts_are_resolved_contact_by_contact(
     run: Run, fake: FakeBrevo
 ) -> None:
+    fake.import_report = "counts"  # the older published spec's form
     contacts = [*people(8), contact("x@rejected.invalid"), contact("y@rejected.invalid")]
     outcomes = await run.push(contacts)
     for c in contacts:
@@ -346,15 +354,19 @@ async def test_import_reported_invalid_counts_are_resolved_contact_by_contact(
     assert len(fake.requests_to("POST", "/contacts")) == 10
 
 
+@pytest.mark.parametrize("layout", ["rows", "email_reason"])
 async def test_import_invalid_email_reports_fail_only_the_listed_contacts(
-    run: Run, fake: FakeBrevo
+    run: Run, fake: FakeBrevo, layout: Any
 ) -> None:
-    fake.import_report = "csv"
+    """The documented default: ``info.import.invalid_emails`` is the URL of a CSV report."""
+    fake.report_layout = layout
     contacts = [*people(8), contact("x@rejected.invalid")]
     outcomes = await run.push(contacts)
     failure = outcomes[contacts[-1].id]
     assert isinstance(failure, PermanentFailure)
-    assert "Invalid email address" in failure.reason
+    assert "refused the e-mail address" in failure.reason
+    if layout == "email_reason":
+        assert "Invalid email address" in failure.reason
     assert all(isinstance(outcomes[c.id], Synced) for c in contacts[:-1])
     assert fake.requests_to("POST", "/contacts") == []
     (download,) = [r for r in fake.requests if r.url.host == REPORT_HOST]
@@ -454,6 +466,11 @@ def test_report_parser_reads_emails_and_reasons() -> None:
         "a@x.io": "Invalid email address",
         "b@x.io": "listed in Brevo's invalid e-mails report",
     }
+
+
+def test_report_parser_takes_the_email_column_of_a_records_report() -> None:
+    text = 'SOURCE_URL;EMAIL;FIRSTNAME\nhttps://x.io/@team;C@x.io;Cy\n"a;b@c";d@x.io;\n'
+    assert set(parse_email_report(text) or {}) == {"c@x.io", "d@x.io"}
 
 
 def test_report_parser_reads_headerless_comma_files() -> None:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from crmsync_brevo import FakeBrevo, ManualClock
-from crmsync_brevo.fake import SANDBOX_BASE_URL, SANDBOX_LIST_ID
+from crmsync_brevo.fake import IMPORT_REPORT_KEYS, REPORT_HOST, SANDBOX_BASE_URL, SANDBOX_LIST_ID
 from crmsync_core.ratelimit import RateLimit
 
 KEY = "xkeysib-fake-test-000000000"
@@ -116,10 +116,29 @@ async def test_imports_are_processes_that_complete_after_a_delay(
     clock.advance(4.0)
     done = await status()
     assert done["status"] == "completed"
-    assert done["info"] == {
-        "import": {"invalid_emails": 1, "duplicate_email_id": 1, "duplicate_phone_id": None}
-    }
+    report = done["info"]["import"]  # type: ignore[index]
+    assert set(report) == set(IMPORT_REPORT_KEYS)
+    assert report["invalid_emails"].startswith(f"https://{REPORT_HOST}/")
+    assert report["duplicate_email_id"].startswith(f"https://{REPORT_HOST}/")
+    assert report["duplicate_phone_id"] is None
     assert list(fake.contacts) == ["ok@acme.io"]
+    async with httpx.AsyncClient(transport=fake.transport()) as files:
+        csv_text = (await files.get(report["invalid_emails"])).text
+    assert csv_text == "EMAIL\nbad@rejected.invalid\n"
+
+
+async def test_imports_can_report_counts_as_the_older_spec_says(
+    brevo: httpx.AsyncClient, fake: FakeBrevo, clock: ManualClock
+) -> None:
+    fake.import_report = "counts"
+    items = [{"email": "ok@acme.io"}, {"email": "bad@rejected.invalid"}]
+    started = await brevo.post(
+        "/contacts/import", json={"jsonBody": items, "listIds": [SANDBOX_LIST_ID]}
+    )
+    clock.advance(60.0)
+    done = (await brevo.get(f"/processes/{started.json()['processId']}")).json()
+    assert done["info"]["import"]["invalid_emails"] == 1
+    assert done["info"]["import"]["duplicate_email_id"] is None
 
 
 async def test_imports_need_a_known_list(brevo: httpx.AsyncClient) -> None:

@@ -28,6 +28,7 @@ from crmsync_brevo.fake import SANDBOX_LIST_ID
 from crmsync_core import Engine, Layout, Registry, RequestRetry, RunReport, Store, SyncSettings
 from crmsync_hubspot import FakeHubspot, HubspotSettings
 from crmsync_mautic import FakeMautic, MauticSettings
+from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
 from crmsync_n8n import FakeN8n, N8nSettings
 from crmsync_n8n.fake import SANDBOX_PATH
 
@@ -78,7 +79,11 @@ CASES = {
         lambda base: MauticSettings(
             base_url=base, client_id="1_crmsync", client_secret=MAUTIC_CLIENT_SECRET
         ),
-        FakeMautic(client_id="1_crmsync", client_secret=MAUTIC_CLIENT_SECRET).handle,
+        FakeMautic(
+            client_id="1_crmsync",
+            client_secret=MAUTIC_CLIENT_SECRET,
+            grant_types=CLIENT_CREDENTIALS_GRANTS,  # a client an administrator created
+        ).handle,
         [MAUTIC_CLIENT_SECRET],
     ),
     "mautic-basic": lambda: Case(

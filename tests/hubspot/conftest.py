@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from types import ModuleType
 from typing import Any
 
@@ -50,6 +51,12 @@ def sdk_model(data: Any, type_name: str, package: ModuleType, where: str = "body
             raise SdkMismatch(f"{where}: expected an object with string keys")
         inner = type_name[5:-1].split(", ", 1)[1]
         return {k: sdk_model(v, inner, package, f"{where}.{k}") for k, v in data.items()}
+    if type_name == "datetime":
+        # HubSpot's timestamps are ISO 8601 strings (e.g. "2023-11-07T05:31:56Z")
+        try:
+            return datetime.fromisoformat(str(data).replace("Z", "+00:00"))
+        except ValueError:
+            raise SdkMismatch(f"{where}: expected an ISO 8601 date-time, got {data!r}") from None
     if type_name in _PRIMITIVES:
         allowed = _PRIMITIVES[type_name]
         wrong_bool = isinstance(data, bool) and bool not in allowed

@@ -123,16 +123,36 @@ async def test_invalid_emails_are_skipped_before_any_request(push: Push, fake: F
     assert fake.requests == []
 
 
-async def test_a_poisoned_batch_is_bisected_until_only_the_bad_contacts_fail(
+async def test_invalid_contacts_fail_alone_from_the_207_without_bisection(
     push: Push, fake: FakeHubspot
 ) -> None:
+    """The fake's default is HubSpot's documented multi-status mode: one request for the batch."""
+    good = people(98)
+    bad = [
+        Contact(id="bad-1", email="one@rejected.invalid"),
+        Contact(id="bad-2", email="two@rejected.invalid"),
+    ]
+    outcomes = by_id(await push(good[:40] + bad[:1] + good[40:] + bad[1:]))
+    assert len(fake.upsert_requests) == 1
+    assert all(isinstance(outcomes[c.id], Synced) for c in good)
+    for contact in bad:
+        failure = outcomes[contact.id]
+        assert isinstance(failure, PermanentFailure)
+        assert f"Email address {contact.email} is invalid" in failure.reason
+
+
+async def test_a_poisoned_batch_is_bisected_until_only_the_bad_contacts_fail(
+    push: Push, fake: FakeHubspot, settings: HubspotSettings
+) -> None:
+    fake.rejection = "batch"  # HubSpot's whole-batch 400, as without multi-status mode
+    settings = settings.model_copy(update={"max_bisection_requests": 40})
     good = people(98)
     bad = [
         Contact(id="bad-1", email="one@rejected.invalid"),
         Contact(id="bad-2", email="two@rejected.invalid"),
     ]
     contacts = good[:40] + bad[:1] + good[40:] + bad[1:]
-    outcomes = by_id(await push(contacts))
+    outcomes = by_id(await push(contacts, settings))
     assert all(isinstance(outcomes[c.id], Synced) for c in good)
     for contact in bad:
         failure = outcomes[contact.id]
@@ -142,6 +162,67 @@ async def test_a_poisoned_batch_is_bisected_until_only_the_bad_contacts_fail(
     assert len(fake.contacts) == 98
     # 1 rejected request, then halves: far fewer than one request per contact
     assert len(fake.upsert_requests) <= 2 * 2 * 7 + 1
+
+
+async def test_bisection_stops_at_its_cap_and_leaves_the_rest_queued(
+    push: Push, fake: FakeHubspot, settings: HubspotSettings
+) -> None:
+    fake.rejection = "batch"
+    settings = settings.model_copy(update={"max_bisection_requests": 4})
+    contacts = [*people(63), Contact(id="bad", email="bad@rejected.invalid")]
+    outcomes = by_id(await push(contacts, settings))
+    assert len(fake.upsert_requests) == 1 + 4
+    transient = [o for o in outcomes.values() if isinstance(o, TransientFailure)]
+    assert transient and isinstance(outcomes["bad"], TransientFailure)
+    assert "HUBSPOT_MAX_BISECTION_REQUESTS" in transient[0].reason
+    assert not any(isinstance(o, PermanentFailure) for o in outcomes.values())
+    # the halves that came back clean are synced: the cap costs only the unresolved contacts
+    assert sum(isinstance(o, Synced) for o in outcomes.values()) == 64 - len(transient)
+
+
+async def test_a_zero_cap_never_bisects(
+    push: Push, fake: FakeHubspot, settings: HubspotSettings
+) -> None:
+    fake.rejection = "batch"
+    settings = settings.model_copy(update={"max_bisection_requests": 0})
+    outcomes = await push([*people(9), Contact(id="bad", email="bad@rejected.invalid")], settings)
+    assert len(fake.upsert_requests) == 1
+    assert all(isinstance(o, TransientFailure) for o in outcomes)
+
+
+async def test_the_documented_trace_id_wins_over_other_context(
+    push: Push, fake: FakeHubspot, settings: HubspotSettings
+) -> None:
+    contacts = [*people(3), Contact(id="bad", email="bad@rejected.invalid")]
+    error = {
+        "status": "error",
+        "category": "VALIDATION_ERROR",
+        "message": "Property values were not valid",
+        "context": {
+            "objectWriteTraceId": ["bad@rejected.invalid"],
+            "ids": ["person0@example.com"],  # a vaguer field pointing elsewhere is not followed
+        },
+        "errors": [],
+        "links": {},
+    }
+    fake.fail_next(
+        207,
+        body={
+            "status": "COMPLETE",
+            "results": [
+                {"id": str(n), "new": True, "properties": {"email": f"person{n}@example.com"}}
+                for n in range(3)
+            ],
+            "numErrors": 1,
+            "errors": [error],
+            "startedAt": "2026-11-05T15:30:00.000Z",
+            "completedAt": "2026-11-05T15:30:00.000Z",
+        },
+    )
+    outcomes = by_id(await push(contacts))
+    assert len(fake.upsert_requests) == 1
+    assert isinstance(outcomes["bad"], PermanentFailure)
+    assert sum(isinstance(o, Synced) for o in outcomes.values()) == 3
 
 
 @pytest.mark.parametrize("error_context", ["ids", "trace"])
@@ -166,6 +247,19 @@ async def test_207_errors_that_name_no_input_are_narrowed_down_by_bisection(
     assert isinstance(outcomes["bad"], PermanentFailure)
     assert "is invalid" in outcomes["bad"].reason
     assert sum(isinstance(o, Synced) for o in outcomes.values()) == 7
+    # the one input without a result is the one the anonymous error is about: no bisection needed
+    assert len(fake.upsert_requests) == 1
+
+
+async def test_anonymous_207_errors_with_several_unresolved_inputs_are_bisected(
+    push: Push, fake: FakeHubspot
+) -> None:
+    fake.rejection, fake.error_context = "partial", "none"
+    bad = [Contact(id=f"bad-{n}", email=f"bad{n}@rejected.invalid") for n in range(2)]
+    outcomes = by_id(await push([*people(6), *bad]))
+    assert all(isinstance(outcomes[c.id], PermanentFailure) for c in bad)
+    assert sum(isinstance(o, Synced) for o in outcomes.values()) == 6
+    assert 1 < len(fake.upsert_requests) <= 1 + 2
 
 
 async def test_a_missing_custom_property_stops_the_run_and_names_it(

@@ -83,19 +83,46 @@ async def test_batch_rules(fake: FakeHubspot) -> None:
     assert fake.contacts == {}
 
 
-async def test_invalid_input_rejects_the_batch_or_answers_207(fake: FakeHubspot) -> None:
+def traced(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with each input's e-mail as its ``objectWriteTraceId`` (multi-status mode)."""
+    return {"inputs": [{**item, "objectWriteTraceId": item["id"]} for item in body["inputs"]]}
+
+
+async def test_invalid_input_answers_207_in_multi_status_mode_else_400(fake: FakeHubspot) -> None:
+    """HubSpot's "Multi-status errors" documentation: with an ``objectWriteTraceId`` on every input,
+    invalid inputs fail alone (207) and each error names its input's trace id in ``context``."""
     emails = ("good@example.com", "bad@rejected.invalid")
     async with client(fake) as http:
         whole = await http.post(UPSERT, json=upsert_body(*emails))
-        fake.rejection = "partial"
-        partial = await http.post(UPSERT, json=upsert_body(*emails))
-    assert whole.status_code == 400
+        partial = await http.post(UPSERT, json=traced(upsert_body(*emails)))
+        fake.rejection = "batch"
+        forced_whole = await http.post(UPSERT, json=traced(upsert_body(*emails)))
+        fake.rejection, fake.error_context = "partial", "ids"
+        ids_form = await http.post(UPSERT, json=upsert_body(*emails))
+    assert whole.status_code == 400 and forced_whole.status_code == 400
     assert "INVALID_EMAIL" in whole.json()["message"]
     assert partial.status_code == 207
     body = partial.json()
     assert body["numErrors"] == 1
-    assert body["errors"][0]["context"] == {"ids": ["bad@rejected.invalid"]}
+    assert body["errors"][0]["context"] == {"objectWriteTraceId": ["bad@rejected.invalid"]}
+    assert body["errors"][0]["errors"][0]["code"] == "INVALID_EMAIL"
     assert [r["properties"]["email"] for r in body["results"]] == ["good@example.com"]
+    assert ids_form.status_code == 207
+    assert ids_form.json()["errors"][0]["context"] == {"ids": ["bad@rejected.invalid"]}
+
+
+async def test_an_unknown_property_fails_each_input_in_multi_status_mode(fake: FakeHubspot) -> None:
+    async with client(fake) as http:
+        response = await http.post(UPSERT, json=traced(upsert_body("a@example.com", nickname="Al")))
+    assert response.status_code == 207
+    error = response.json()["errors"][0]
+    assert error["errors"][0] == {
+        "message": 'Property "nickname" does not exist',
+        "code": "PROPERTY_DOESNT_EXIST",
+        "in": "nickname",
+    }
+    assert "PROPERTY_DOESNT_EXIST" in error["message"]
+    assert fake.contacts == {}
 
 
 async def test_rolling_rate_limit_with_hubspot_headers() -> None:

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from crmsync_core.adapter import AdapterContext
 from crmsync_mautic import FakeMautic, MauticAdapter, MauticSettings
+from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
 
 BASE_URL = "https://mautic.example.com"
 
@@ -43,7 +44,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def fake(clock: Clock) -> FakeMautic:
-    return FakeMautic(clock=clock)
+    return FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock)
 
 
 def _settings(fake: FakeMautic, mode: str = "oauth2", **overrides: Any) -> MauticSettings:

@@ -16,6 +16,7 @@ from crmsync_core.contacts import Contact, PermanentFailure, Skipped, Synced, Tr
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
 from crmsync_core.ratelimit import RateLimit
 from crmsync_mautic import FakeMautic, MauticAdapter, MauticSettings
+from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
 
 Handler = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
 MakeAdapter = Callable[..., MauticAdapter]  # the conftest fixtures
@@ -87,7 +88,7 @@ async def test_syncs_a_batch_and_keeps_mautics_contact_ids(
 async def test_mixed_batch_created_updated_and_rejected(
     make_adapter: MakeAdapter, clock: Clock, map_style: Any
 ) -> None:
-    fake = FakeMautic(clock=clock, map_style=map_style)
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock, map_style=map_style)
     existing, new, rejected, also_new = (
         person("known@acme.io", "Known Person", phone_number="+1 555 0100"),
         person("new@acme.io", "New Person"),
@@ -145,7 +146,7 @@ async def test_blank_values_never_overwrite_and_tags_are_added(
 async def test_no_request_carries_more_than_the_batch_limit(
     clock: Clock, make_adapter: MakeAdapter, settings_for: SettingsFor
 ) -> None:
-    fake = FakeMautic(clock=clock, batch_limit=3)
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock, batch_limit=3)
     adapter = make_adapter(settings_for(api_batch_max_limit=3), transport=fake.transport())
     outcomes = await adapter.push(people(7))
     assert all(isinstance(o, Synced) for o in outcomes), outcomes
@@ -155,7 +156,7 @@ async def test_no_request_carries_more_than_the_batch_limit(
 async def test_a_batch_over_mautics_limit_stops_the_run_naming_the_setting(
     clock: Clock, make_adapter: MakeAdapter
 ) -> None:
-    fake = FakeMautic(clock=clock, batch_limit=2)
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock, batch_limit=2)
     with pytest.raises(FatalError, match="MAUTIC_API_BATCH_MAX_LIMIT"):
         await make_adapter(transport=fake.transport()).push(people(3))
     assert fake.contacts == {}
@@ -316,7 +317,8 @@ async def test_an_answer_without_results_is_an_error_quoting_it(
     outcomes = await make_adapter(transport=answering(body)).push(people(2))
     for outcome in outcomes:
         assert isinstance(outcome, TransientFailure)
-        assert json.dumps(body, separators=(",", ":"))[:10] in outcome.reason
+        # the answer as it came over the wire (httpx 0.28 writes JSON compactly, 0.27 with spaces)
+        assert httpx.Response(201, json=body).text[:10] in outcome.reason
 
 
 # -- whole-request failures -------------------------------------------------------------------------
@@ -350,7 +352,9 @@ async def test_a_redirect_stops_the_run_naming_the_base_url(
 async def test_rate_limit_answer_retries_the_batch_after_mautics_reset(
     clock: Clock, make_adapter: MakeAdapter, settings_for: SettingsFor
 ) -> None:
-    fake = FakeMautic(clock=clock, rate_limit=RateLimit(1, 3600))
+    fake = FakeMautic(
+        grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock, rate_limit=RateLimit(1, 3600)
+    )
     settings = settings_for("basic")
     assert all(
         isinstance(o, Synced)
@@ -422,7 +426,9 @@ async def test_a_second_401_after_a_new_token_stops_the_run(
 async def test_basic_auth_401_is_fatal_without_a_retry(
     clock: Clock, make_adapter: MakeAdapter, settings_for: SettingsFor
 ) -> None:
-    fake = FakeMautic(clock=clock, password="another-password")
+    fake = FakeMautic(
+        grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock, password="another-password"
+    )
     with pytest.raises(AuthenticationError, match="MAUTIC_USERNAME and MAUTIC_PASSWORD") as raised:
         await make_adapter(settings_for("basic"), transport=fake.transport()).push(people(1))
     assert len(batch_requests(fake)) == 1
@@ -432,7 +438,9 @@ async def test_basic_auth_401_is_fatal_without_a_retry(
 async def test_wrong_client_credentials_are_fatal_and_name_the_settings(
     clock: Clock, make_adapter: MakeAdapter
 ) -> None:
-    fake = FakeMautic(clock=clock, client_secret="the-real-client-secret")
+    fake = FakeMautic(
+        grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock, client_secret="the-real-client-secret"
+    )
     with pytest.raises(AuthenticationError) as raised:
         await make_adapter(transport=fake.transport()).push(people(1))
     message = str(raised.value)
@@ -442,11 +450,66 @@ async def test_wrong_client_credentials_are_fatal_and_name_the_settings(
     assert batch_requests(fake) == []
 
 
+async def test_a_client_without_the_client_credentials_grant_stops_with_how_to_get_one(
+    clock: Clock, make_adapter: MakeAdapter
+) -> None:
+    fake = FakeMautic(clock=clock)  # Mautic's default client: authorization_code, refresh_token
+    with pytest.raises(AuthenticationError) as raised:
+        await make_adapter(transport=fake.transport()).push(people(2))
+    message = str(raised.value)
+    assert "unauthorized_client" in message
+    assert "client-credentials grant" in message
+    assert "administrator" in message and "API Credentials" in message
+    assert "MAUTIC_USERNAME and MAUTIC_PASSWORD" in message  # Basic auth as the alternative
+    assert "check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET" not in message
+    assert "fake-mautic-client-secret" not in message
+    assert batch_requests(fake) == []
+
+
+@pytest.mark.parametrize("status", [400, 422])
+async def test_form_errors_fail_the_contact_with_mautics_field_details(
+    clock: Clock, make_adapter: MakeAdapter, status: Any
+) -> None:
+    fake = FakeMautic(clock=clock, grant_types=CLIENT_CREDENTIALS_GRANTS, validation_status=status)
+    good, bad = person("ada@acme.io"), person("bob@rejected.invalid")
+    outcomes = {
+        o.contact_id: o for o in await make_adapter(transport=fake.transport()).push([good, bad])
+    }
+    assert isinstance(outcomes[good.id], Synced)
+    refused = outcomes[bad.id]
+    assert isinstance(refused, PermanentFailure)
+    assert f"HTTP {status}" in refused.reason
+    assert (
+        "email: bob@rejected.invalid does not seem to have a valid email domain" in refused.reason
+    )
+
+
+async def test_a_form_error_known_only_from_its_details_is_quoted(
+    make_adapter: MakeAdapter,
+) -> None:
+    """``details`` is what names the field when the message does not (returnError keeps both)."""
+    body = {
+        "contacts": [],
+        "statusCodes": [400],
+        "errors": [
+            {
+                "code": 400,
+                "message": "Validation failed",
+                "details": {"email": ["ada@acme.io is invalid."]},
+                "type": None,
+            }
+        ],
+    }
+    (outcome,) = await make_adapter(transport=answering(body)).push([person("ada@acme.io")])
+    assert isinstance(outcome, PermanentFailure)
+    assert "Validation failed email: ada@acme.io is invalid." in outcome.reason
+
+
 @pytest.mark.parametrize("mode", ["oauth2", "basic"])
 async def test_api_disabled_in_mautic_names_the_setting_to_enable(
     clock: Clock, make_adapter: MakeAdapter, settings_for: SettingsFor, mode: str
 ) -> None:
-    fake = FakeMautic(clock=clock, api_enabled=False)
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock, api_enabled=False)
     with pytest.raises(FatalError) as raised:
         await make_adapter(settings_for(mode), transport=fake.transport()).push(people(1))
     assert '"API enabled?"' in str(raised.value)
@@ -458,7 +521,7 @@ async def test_api_disabled_in_mautic_names_the_setting_to_enable(
 async def test_basic_auth_disabled_in_mautic_names_the_setting_to_enable(
     clock: Clock, make_adapter: MakeAdapter, settings_for: SettingsFor
 ) -> None:
-    fake = FakeMautic(clock=clock, basic_auth_enabled=False)
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock, basic_auth_enabled=False)
     with pytest.raises(FatalError) as raised:
         await make_adapter(settings_for("basic"), transport=fake.transport()).push(people(1))
     assert "api_enable_basic_auth" in str(raised.value)

@@ -22,6 +22,7 @@ from crmsync_core.status import ProcessingStatus, SyncStatus
 from crmsync_core.testing import MovableClock
 from crmsync_core.testing.data import contact_rows
 from crmsync_mautic import FakeMautic, MauticSettings
+from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
 
 START = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -70,7 +71,7 @@ async def add(store: Store, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
 
 
 async def test_queued_contacts_reach_mautic_with_their_ids_stored(store: Store) -> None:
-    fake = FakeMautic()
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS)
     rows = list(contact_rows(120, seed=5, invalid_email_share=0.1, duplicate_email_share=0.1))
     ids = await add(store, rows)
     config = settings(fake, api_batch_max_limit=50, sync_scheduler_batch_size=60)
@@ -100,7 +101,7 @@ async def test_queued_contacts_reach_mautic_with_their_ids_stored(store: Store) 
 
 
 async def test_token_expiring_mid_run_is_replaced_and_the_run_goes_on(store: Store) -> None:
-    fake = FakeMautic()
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS)
     batches = 0
 
     async def expire_after_first_batch(request: httpx.Request) -> httpx.Response:
@@ -127,7 +128,7 @@ async def test_token_expiring_mid_run_is_replaced_and_the_run_goes_on(store: Sto
 
 
 async def test_mixed_created_updated_and_rejected_contacts(store: Store) -> None:
-    fake = FakeMautic()
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS)
     rows = list(contact_rows(6, seed=2))
     rows[1]["email"] = "refused@example.com"
     fake.reject("refused@example.com", 422, "email: This address is blocked in Mautic.")
@@ -157,7 +158,7 @@ async def test_mixed_created_updated_and_rejected_contacts(store: Store) -> None
 
 
 async def test_api_disabled_stops_the_run_and_leaves_the_queue_untouched(store: Store) -> None:
-    fake = FakeMautic(api_enabled=False)
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS, api_enabled=False)
     ids = await add(store, list(contact_rows(5, seed=3)))
 
     report = await engine(store, fake, settings(fake)).run_once("mautic")
@@ -171,7 +172,7 @@ async def test_api_disabled_stops_the_run_and_leaves_the_queue_untouched(store: 
 
 
 async def test_a_mautic_outage_is_retried_on_a_later_run(store: Store) -> None:
-    fake = FakeMautic()
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS)
     fake.fail_next(503, times=NO_WAIT.attempts)
     ids = await add(store, list(contact_rows(4, seed=4)))
     now = MovableClock(START)

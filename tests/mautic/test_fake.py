@@ -12,6 +12,7 @@ import pytest
 from crmsync_core.adapter import SandboxOptions
 from crmsync_core.ratelimit import RateLimit
 from crmsync_mautic import FakeMautic, make_sandbox
+from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
 
 BATCH = "/api/contacts/batch/new"
 
@@ -66,7 +67,7 @@ async def token(client: httpx.AsyncClient, fake: FakeMautic) -> str:
 
 
 async def test_tokens_expire_after_their_lifetime(client_for: Any, clock: Clock) -> None:
-    fake = FakeMautic(clock=clock)
+    fake = FakeMautic(grant_types=CLIENT_CREDENTIALS_GRANTS, clock=clock)
     client = client_for(fake)
     bearer = {"Authorization": f"Bearer {await token(client, fake)}"}
     assert (
@@ -81,16 +82,25 @@ async def test_tokens_expire_after_their_lifetime(client_for: Any, clock: Clock)
 @pytest.mark.parametrize(
     ("form", "error"),
     [
-        ({"grant_type": "password"}, "unsupported_grant_type"),
+        ({}, "invalid_request"),
         (
             {"grant_type": "client_credentials", "client_id": "1_x", "client_secret": "no"},
             "invalid_client",
+        ),
+        (
+            {
+                "grant_type": "client_credentials",
+                "client_id": "1_fakemauticclient",
+                "client_secret": "fake-mautic-client-secret",
+            },
+            "unauthorized_client",
         ),
     ],
 )
 async def test_token_endpoint_refuses_like_fosoauthserver(
     client_for: Any, form: dict[str, str], error: str
 ) -> None:
+    """A client with Mautic's default grants (no ``client_credentials``) is ``unauthorized_client``."""
     response = await client_for(FakeMautic()).post("/oauth/v2/token", data=form)
     assert response.status_code == 400
     assert response.json()["error"] == error
@@ -127,14 +137,14 @@ async def test_maps_serialise_as_php_does_or_always_as_objects(client_for: Any) 
     payload = [{"email": "a@acme.io"}, {"email": "b@rejected.invalid"}, {"email": "c@acme.io"}]
     php = FakeMautic()
     body = (await client_for(php).post(BATCH, json=payload, headers=basic(php))).json()
-    assert body["statusCodes"] == [201, 422, 201]
+    assert body["statusCodes"] == [201, 400, 201]
     assert set(body["contacts"]) == {"0", "2"}
     assert set(body["errors"]) == {"1"}
-    assert body["errors"]["1"]["code"] == 422
+    assert body["errors"]["1"]["code"] == 400
 
     objects = FakeMautic(map_style="objects")
     body = (await client_for(objects).post(BATCH, json=payload, headers=basic(objects))).json()
-    assert body["statusCodes"] == {"0": 201, "1": 422, "2": 201}
+    assert body["statusCodes"] == {"0": 201, "1": 400, "2": 201}
 
 
 async def test_more_than_the_batch_limit_is_a_500_like_mautic(client_for: Any) -> None:

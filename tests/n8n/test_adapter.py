@@ -230,12 +230,22 @@ async def test_a_single_contact_too_large_fails_for_good(make_adapter: MakeAdapt
 async def test_remote_id_is_the_execution_id_the_workflow_answers_with(
     make_adapter: MakeAdapter,
 ) -> None:
-    fake = FakeN8n(response_mode="lastNode")
+    fake = FakeN8n(response_mode="lastNode", last_node="execution_id")
 
     outcomes = await push(make_adapter(fake.transport(), workflow_id="wf-1"), contacts(3))
 
     ids = sorted(str(o.remote_id) for o in outcomes.values())
     assert ids == ["1", "2", "3"]
+
+
+async def test_last_node_mode_alone_gives_no_execution_id(make_adapter: MakeAdapter) -> None:
+    """n8n adds no execution id by itself: without a node that answers one, the remote id is
+    N8N_WORKFLOW_ID, however the workflow responds."""
+    fake = FakeN8n(response_mode="lastNode")
+
+    outcomes = await push(make_adapter(fake.transport(), workflow_id="wf-1"), contacts(3))
+
+    assert [o.remote_id for o in outcomes.values()] == ["wf-1"] * 3
 
 
 async def test_remote_id_is_the_workflow_id_when_n8n_only_says_started(
@@ -357,6 +367,10 @@ async def test_inactive_workflow_is_fatal_and_says_to_activate_it(
     assert "404" in message
     assert "activate the workflow" in message
     assert "N8N_WEBHOOK_URL" in message
+    # n8n's own hint, whole: a snippet of the body used to cut it short
+    assert message.endswith(
+        "You can activate the workflow using the toggle in the top-right of the editor."
+    )
 
 
 async def test_wrong_path_is_fatal(make_adapter: MakeAdapter) -> None:

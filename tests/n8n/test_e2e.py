@@ -59,7 +59,9 @@ async def add(store: Store, count: int, **shares: float) -> list[dict[str, Any]]
 
 async def test_queued_contacts_reach_the_workflow_in_scraperskys_shape(store: Store) -> None:
     rows = await add(store, 40, invalid_email_share=0.1)
-    fake = FakeN8n.with_bearer("e2e-secret-value", response_mode="lastNode")
+    fake = FakeN8n.with_bearer(
+        "e2e-secret-value", response_mode="lastNode", last_node="execution_id"
+    )
     config = settings(webhook_secret="e2e-secret-value", sync_scheduler_batch_size=15)
 
     report = await engine(store, fake.transport(), config, MovableClock(START)).run_once("n8n")
@@ -147,7 +149,7 @@ async def test_remote_id_lands_in_scraperskys_n8n_workflow_id(
         rows = list(contact_rows(5, seed=3))
         await store.add_contacts(rows)
         await store.queue("n8n", [row["id"] for row in rows], now=START)
-        fake = FakeN8n(response_mode="lastNode")
+        fake = FakeN8n(response_mode="lastNode", last_node="execution_id")
 
         report = await engine(store, fake.transport(), settings(), MovableClock(START)).run_once(
             "n8n"

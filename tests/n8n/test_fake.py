@@ -36,14 +36,35 @@ async def test_on_received_answers_at_once_that_the_workflow_started() -> None:
     assert fake.contacts == {"c1": CONTACT}
 
 
-async def test_last_node_answers_with_the_execution_id() -> None:
+async def test_last_node_answers_the_webhook_nodes_item_without_an_execution_id() -> None:
+    """n8n answers the last node's first item; a workflow of the Webhook node alone has no id in it."""
     fake = FakeN8n(response_mode="lastNode")
 
-    first = await post(fake)
-    second = await post(fake)
+    answer = (await post(fake)).json()
 
-    assert first.json()["executionId"] == "1"
-    assert second.json()["executionId"] == "2"
+    assert answer["body"] == CONTACT
+    assert answer["executionMode"] == "production"
+    assert "executionId" not in answer
+
+
+@pytest.mark.parametrize(
+    ("last_node", "expected"),
+    [
+        ("execution_id", [{"executionId": "1"}, {"executionId": "2"}]),
+        (
+            "execution_and_workflow",
+            [
+                {"executionId": "1", "workflowId": "wf-scrapersky-contacts"},
+                {"executionId": "2", "workflowId": "wf-scrapersky-contacts"},
+            ],
+        ),
+    ],
+)
+async def test_a_workflow_ending_in_execution_id_answers_it(last_node: Any, expected: Any) -> None:
+    """The workflow documented in docs/vendors/n8n.md: a Set node ``executionId = {{ $execution.id }}``."""
+    fake = FakeN8n(response_mode="lastNode", last_node=last_node)
+
+    assert [(await post(fake)).json(), (await post(fake)).json()] == expected
 
 
 async def test_last_node_failing_workflow_is_500() -> None:

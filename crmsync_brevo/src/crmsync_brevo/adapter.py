@@ -9,6 +9,9 @@
 
 Contacts with an invalid e-mail are skipped before any request, and contacts that share an e-mail (in
 any letter case) are sent once and get the same outcome.
+
+What each of these relies on, with its source (the OpenAPI spec, the reference, the SDK) and whether it is
+confirmed: ``docs/vendors/brevo.md``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from .settings import BrevoSettings
 IMPORT_MAX_BYTES = 8_000_000
 #: process statuses that mean "not done yet" (``in_process`` is an older spelling of ``processing``)
 _RUNNING = frozenset({"queued", "in_process", "processing"})
+#: ASSUMED end states: the reference's prose names only queued / processing / completed, but Brevo's
+#: SDK (brevo-python 5.1.0 ``GetProcessResponseStatus``) also lists these; handled defensively
 _FAILED = frozenset({"failed", "cancelled"})
 _JSON = {"content-type": "application/json"}
 _MENTIONS_LIST = re.compile(r"\blist", re.IGNORECASE)
@@ -103,11 +108,13 @@ def rate_limits(settings: BrevoSettings) -> RateLimits:
 def parse_email_report(text: str) -> dict[str, str] | None:
     """E-mails (lower-cased) and reasons from one of the CSV reports of a completed import.
 
-    UNCONFIRMED: Brevo's current reference says a completed import's ``info.import`` holds "URLs to CSV
-    files with details about problematic records"; the layout of those files is not documented. This
-    reads any delimiter among ``;``, ``,`` and tab, takes the first cell holding an ``@`` of each row as
-    the e-mail, and a column whose header mentions a reason, error or message as the reason. ``None``
-    means the report names no e-mail at all, so it cannot say which contacts were rejected.
+    CONFIRMED: a completed import's ``info.import.invalid_emails`` is the URL of a CSV file "containing
+    invalid email addresses" (Brevo's get-process reference; ``brevo-python`` 5.1.0
+    ``GetProcessResponseInfoImport``). ASSUMED: the file's layout, which Brevo does not document. So
+    this reads any delimiter among ``;``, ``,`` and tab; takes the e-mail from the column headed
+    ``EMAIL`` (the attribute name Brevo's import files use) when there is a header, else from the first
+    cell holding an ``@``; and a column whose header mentions a reason, error or message as the reason.
+    ``None`` means the report names no e-mail at all, so it cannot say which contacts were rejected.
     """
     if not text.strip():
         return None
@@ -118,15 +125,21 @@ def parse_email_report(text: str) -> dict[str, str] | None:
         dialect.delimiter = ";"
     rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in row)]
     reason_column: int | None = None
+    email_column: int | None = None
     if rows and not any("@" in cell for cell in rows[0]):
         header = [cell.strip().lower() for cell in rows.pop(0)]
+        email_column = next((i for i, cell in enumerate(header) if cell == "email"), None)
         for index, cell in enumerate(header):
             if any(word in cell for word in ("reason", "error", "message", "cause")):
                 reason_column = index
                 break
     found: dict[str, str] = {}
     for row in rows:
-        email = next((cell.strip() for cell in row if "@" in cell), None)
+        email: str | None = None
+        if email_column is not None and email_column < len(row) and "@" in row[email_column]:
+            email = row[email_column].strip()
+        if email is None:
+            email = next((cell.strip() for cell in row if "@" in cell), None)
         if email is None:
             continue
         reason = ""
@@ -361,12 +374,13 @@ class BrevoAdapter:
     ) -> list[Outcome]:
         """Synced for every contact the completed import did not report invalid.
 
-        UNCONFIRMED, and so both are read: the published spec gives ``info.import.invalid_emails`` as a
-        count (``null`` when none); Brevo's current reference says the import details are URLs of CSV
-        reports. A URL is downloaded (without the API key) and the e-mails it lists fail for good. A
-        count above zero does not say which contacts were refused, so the chunk is sent again as single
-        upserts, whose answers do (an upsert of an already imported contact is harmless). Duplicates
-        (``duplicate_*``) are only logged: the adapter already sends each e-mail once.
+        CONFIRMED (current reference, brevo-python 5.1.0): ``info.import.invalid_emails`` is the URL of a
+        CSV report, or null when there is none; it is downloaded (without the API key) and the e-mails it
+        lists fail for good (:func:`parse_email_report`). The older published spec gives a count
+        instead, still read: a count above zero does not say which contacts were refused, so the chunk
+        is sent again as single upserts, whose answers do (an upsert of an already imported contact is
+        harmless). Duplicates (``duplicate_*``) are only logged: the adapter already sends each e-mail
+        once.
         """
         info = process.get("info")
         details = info.get("import") if isinstance(info, dict) else None

@@ -11,7 +11,8 @@ Serve it in-process (``httpx.AsyncClient(transport=fake.transport())``) or on a 
 complete and rate-limit windows pass without real waiting.
 
 Where Brevo's behaviour is UNCONFIRMED the fake picks one answer and says so; the adapter is written to
-handle the alternatives.
+handle the alternatives. Every behaviour, its source and whether it is confirmed: ``docs/vendors/brevo.md``;
+``tests/brevo/test_response_shapes.py`` validates the fake's answers against Brevo's OpenAPI spec.
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ class FakeContact:
     list_ids: set[int] = field(default_factory=set)
 
 
+#: the keys of a completed import's ``info.import``, as Brevo documents them (each a CSV report URL or
+#: null in the current reference and SDK; a count or null in the older published spec)
+IMPORT_REPORT_KEYS = (
+    "invalid_emails",
+    "duplicate_contact_id",
+    "duplicate_ext_id",
+    "duplicate_email_id",
+    "duplicate_phone_id",
+    "duplicate_whatsapp_id",
+    "duplicate_landline_number_id",
+)
+
+
 @dataclass
 class FakeProcess:
     """An import: queued, then processing, then completed (or failed, or stuck) after the delay."""
@@ -135,7 +149,9 @@ class FakeBrevo:
         window: Literal["sliding", "fixed"] = "sliding",
         clock: Callable[[], float] = time.monotonic,
         import_delay_seconds: float = 1.0,
-        import_report: Literal["counts", "csv"] = "counts",
+        import_report: Literal["csv", "counts"] = "csv",
+        report_layout: Literal["rows", "email_reason"] = "rows",
+        running_status: Literal["processing", "in_process"] = "processing",
         failure_rate: float = 0.0,
         seed: int = 0,
         latency_seconds: float = 0.0,
@@ -143,10 +159,15 @@ class FakeBrevo:
         base_path: str = "/v3",
     ) -> None:
         """
-        ``import_report`` chooses how a completed import reports invalid e-mails: ``"counts"`` as the
-        published spec says (``info.import.invalid_emails: 2``) or ``"csv"`` as Brevo's current reference
-        says (a URL of a CSV report). ``rejected_domains``: addresses there are refused as invalid, like
-        the addresses Brevo's own validation refuses although they look fine.
+        ``import_report`` chooses how a completed import reports problem records: ``"csv"`` (the
+        default) as Brevo's current reference and SDK say, a URL of a CSV report or null per key of
+        ``info.import``; ``"counts"`` as the older published spec says (``invalid_emails: 2``).
+        ``report_layout`` is the layout of those CSV files, which Brevo does not document (ASSUMED):
+        ``"rows"`` the refused records as imported (``EMAIL`` and attribute columns, ``;``-separated
+        like Brevo's import files), ``"email_reason"`` two columns ``EMAIL;REASON``.
+        ``running_status`` is how a running process is spelled: ``processing`` (current reference)
+        or ``in_process`` (older specs). ``rejected_domains``: addresses there are refused as invalid,
+        like the addresses Brevo's own validation refuses although they look fine.
 
         Rate limits, as Brevo's general tier publishes them (https://developers.brevo.com/docs/api-limits):
         ``rate_limit`` counts every request under ``/v3/contacts`` (10 per second there; ``None`` here:
@@ -165,6 +186,8 @@ class FakeBrevo:
         self.clock = clock
         self.import_delay_seconds = import_delay_seconds
         self.import_report = import_report
+        self.report_layout = report_layout
+        self.running_status = running_status
         self.failure_rate = failure_rate
         self.latency_seconds = latency_seconds
         self.rejected_domains = {d.lower() for d in rejected_domains}
@@ -417,12 +440,13 @@ class FakeBrevo:
         try:
             process = self.processes[int(raw_id)]
         except (ValueError, KeyError):
-            return self._error(404, "document_not_found", "Process does not exist")
+            # the spec's example for an unknown process (GET /processes/{processId}, 404)
+            return self._error(404, "invalid_parameter", "processId is invalid")
         elapsed = self.clock() - process.started
-        if process.status in ("queued", "processing"):
+        if process.status in ("queued", self.running_status):
             if process.outcome == "stalled" or elapsed < self.import_delay_seconds:
                 process.status = (
-                    "queued" if elapsed < self.import_delay_seconds / 2 else "processing"
+                    "queued" if elapsed < self.import_delay_seconds / 2 else self.running_status
                 )
             elif process.outcome == "failed":
                 process.status, process.error = (
@@ -444,17 +468,17 @@ class FakeBrevo:
         return httpx.Response(200, json=answer)
 
     def _run_import(self, process: FakeProcess) -> None:
-        invalid: list[tuple[str, str]] = []
-        duplicate_emails: list[str] = []
-        duplicate_phones: list[str] = []
+        invalid: list[Any] = []
+        duplicate_emails: list[Any] = []
+        duplicate_phones: list[Any] = []
         seen: set[str] = set()
         for item in process.items:
             email = item.get("email") if isinstance(item, dict) else None
             if not isinstance(email, str) or self._email_problem(email):
-                invalid.append((str(email), "Invalid email address"))
+                invalid.append(item)
                 continue
             if email.lower() in seen:
-                duplicate_emails.append(email)
+                duplicate_emails.append(item)
                 continue
             seen.add(email.lower())
             attributes = dict(item.get("attributes") or {})
@@ -462,29 +486,40 @@ class FakeBrevo:
             # UNCONFIRMED: an import keeps a contact whose phone number is bad or taken, without it.
             if sms is not None and (not _SMS.match(str(sms)) or self._sms_owner(str(sms), email)):
                 attributes.pop("SMS")
-                duplicate_phones.append(email)
+                duplicate_phones.append(item)
             self._upsert(email, attributes, process.list_ids)
-        categories = {
-            "invalid_emails": [(e, reason) for e, reason in invalid],
-            "duplicate_email_id": [(e, "Duplicate email") for e in duplicate_emails],
-            "duplicate_phone_id": [(e, "Duplicate or invalid SMS") for e in duplicate_phones],
+        categories: dict[str, tuple[list[Any], str]] = {
+            "invalid_emails": (invalid, "Invalid email address"),
+            "duplicate_email_id": (duplicate_emails, "Duplicate email"),
+            "duplicate_phone_id": (duplicate_phones, "Duplicate or invalid SMS"),
         }
-        details: dict[str, Any] = {}
-        for name, rows in categories.items():
-            if not rows:
-                details[name] = None
-            elif self.import_report == "counts":
-                details[name] = len(rows)
+        details: dict[str, Any] = dict.fromkeys(IMPORT_REPORT_KEYS)
+        for name, (items, reason) in categories.items():
+            if not items:
+                continue
+            if self.import_report == "counts":
+                details[name] = len(items)
             else:
-                details[name] = self._publish_report(process.id, name, rows)
+                details[name] = self._publish_report(process.id, name, items, reason)
         process.status = "completed"
         process.info = {"import": details}
 
-    def _publish_report(self, process_id: int, name: str, rows: list[tuple[str, str]]) -> str:
+    def _publish_report(self, process_id: int, name: str, items: list[Any], reason: str) -> str:
+        # ASSUMED: Brevo does not document the layout of these files (see docs/vendors/brevo.md).
         out = io.StringIO()
         writer = csv.writer(out, delimiter=";", lineterminator="\n")
-        writer.writerow(["EMAIL", "REASON"])  # UNCONFIRMED: the layout of Brevo's import reports
-        writer.writerows(rows)
+        records = [item if isinstance(item, dict) else {"email": item} for item in items]
+        if self.report_layout == "email_reason":
+            writer.writerow(["EMAIL", "REASON"])
+            writer.writerows([str(r.get("email")), reason] for r in records)
+        else:
+            columns = list(dict.fromkeys(k for r in records for k in (r.get("attributes") or {})))
+            writer.writerow(["EMAIL", *columns])
+            for record in records:
+                attributes = record.get("attributes") or {}
+                writer.writerow(
+                    [str(record.get("email")), *(attributes.get(c, "") for c in columns)]
+                )
         path = f"/imports/{process_id}/{name}.csv"
         self._reports[path] = out.getvalue().encode()
         return f"https://{REPORT_HOST}{path}"

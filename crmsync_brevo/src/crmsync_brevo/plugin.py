@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crmsync_core.adapter import AdapterSpec
 from crmsync_core.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from crmsync_core.adapter import AdapterSpec
 
 
 @hookimpl

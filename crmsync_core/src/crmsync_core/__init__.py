@@ -2,37 +2,47 @@
 
 The host queues contacts for a CRM (:class:`Store`), the :class:`Engine` drains the queue through the
 CRM's adapter, and the status machine and retry policy decide what each outcome means.
+
+Names are imported on first use (module ``__getattr__``), so that ``import crmsync_core`` and the
+``crmsync`` command line start fast and load SQLAlchemy, httpx and the drivers only when something needs
+them.
 """
 
-from .adapter import Adapter, AdapterContext, AdapterSpec, Sandbox, SandboxOptions
-from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
-from .engine import Engine, RunReport
-from .errors import (
-    AdapterError,
-    AdapterNotInstalledError,
-    AuthenticationError,
-    ConfigurationError,
-    CrmsyncError,
-    DatabaseUnavailableError,
-    FatalError,
-    IllegalTransitionError,
-    InvalidRequestError,
-    MalformedResponseError,
-    PermanentError,
-    RateLimitExhaustedError,
-    StoreError,
-    TransientError,
-)
-from .filters import ContactFilter, EmailType
-from .hookspecs import hookimpl
-from .layout import CrmColumns, Layout
-from .plugins import Registry, register_plugin
-from .ratelimit import RateLimit
-from .retry import RequestRetry, RetryPolicy
-from .settings import SyncSettings
-from .status import ProcessingStatus, SyncStatus
-from .store import ContactState, QueueResult, StatusSummary, Store
-from .worker import Worker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .adapter import Adapter, AdapterContext, AdapterSpec, Sandbox, SandboxOptions
+    from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
+    from .engine import Engine, RunReport
+    from .errors import (
+        AdapterError,
+        AdapterNotInstalledError,
+        AuthenticationError,
+        ConfigurationError,
+        CrmsyncError,
+        DatabaseUnavailableError,
+        FatalError,
+        IllegalTransitionError,
+        InvalidRequestError,
+        MalformedResponseError,
+        PermanentError,
+        RateLimitExhaustedError,
+        StoreError,
+        TransientError,
+    )
+    from .filters import ContactFilter, EmailType
+    from .hookspecs import hookimpl
+    from .layout import CrmColumns, Layout
+    from .plugins import Registry, register_plugin
+    from .ratelimit import RateLimit
+    from .retry import RequestRetry, RetryPolicy
+    from .settings import SyncSettings
+    from .status import ProcessingStatus, SyncStatus
+    from .store import ContactState, QueueResult, StatusSummary, Store
+    from .worker import Worker
 
 __all__ = [
     "Adapter",
@@ -81,3 +91,65 @@ __all__ = [
     "hookimpl",
     "register_plugin",
 ]
+
+#: public name -> the submodule that defines it
+_LAZY: dict[str, str] = {
+    "Adapter": "adapter",
+    "AdapterContext": "adapter",
+    "AdapterError": "errors",
+    "AdapterNotInstalledError": "errors",
+    "AdapterSpec": "adapter",
+    "AuthenticationError": "errors",
+    "ConfigurationError": "errors",
+    "Contact": "contacts",
+    "ContactFilter": "filters",
+    "ContactState": "store",
+    "CrmColumns": "layout",
+    "CrmsyncError": "errors",
+    "DatabaseUnavailableError": "errors",
+    "EmailType": "filters",
+    "Engine": "engine",
+    "FatalError": "errors",
+    "IllegalTransitionError": "errors",
+    "InvalidRequestError": "errors",
+    "Layout": "layout",
+    "MalformedResponseError": "errors",
+    "Outcome": "contacts",
+    "PermanentError": "errors",
+    "PermanentFailure": "contacts",
+    "ProcessingStatus": "status",
+    "QueueResult": "store",
+    "RateLimit": "ratelimit",
+    "RateLimitExhaustedError": "errors",
+    "Registry": "plugins",
+    "RequestRetry": "retry",
+    "RetryPolicy": "retry",
+    "RunReport": "engine",
+    "Sandbox": "adapter",
+    "SandboxOptions": "adapter",
+    "Skipped": "contacts",
+    "StatusSummary": "store",
+    "Store": "store",
+    "StoreError": "errors",
+    "SyncSettings": "settings",
+    "SyncStatus": "status",
+    "Synced": "contacts",
+    "TransientError": "errors",
+    "TransientFailure": "contacts",
+    "Worker": "worker",
+    "hookimpl": "hookspecs",
+    "register_plugin": "plugins",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

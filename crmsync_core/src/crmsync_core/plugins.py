@@ -9,19 +9,22 @@ prints every hook call to stderr.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import logging
 import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
-from .adapter import NAME_PATTERN, AdapterSpec
 from .errors import AdapterNotInstalledError
+
+if TYPE_CHECKING:
+    from .adapter import AdapterSpec
 
 ENTRY_POINT_GROUP = "crmsync"
 ALLOW_LIST_VARIABLE = "CRMSYNC_ADAPTERS"
@@ -116,11 +119,16 @@ class Registry:
                 f"the adapter for {crm!r} is installed but not enabled: add it to {ALLOW_LIST_VARIABLE} "
                 f"(now {os.environ.get(ALLOW_LIST_VARIABLE, '')!r})"
             )
-        close = [name for name in adapters if name.lower() == crm.strip().lower().replace("-", "_")]
+        normalized = crm.strip().lower().replace("-", "_")
+        close = [name for name in adapters if name.lower() == normalized]
+        close += difflib.get_close_matches(normalized, sorted(adapters), n=1, cutoff=0.7)
         if close:
             raise AdapterNotInstalledError(
-                f"no adapter is called {crm!r}; did you mean {close[0]!r}?"
+                f"no adapter is called {crm!r}; did you mean {close[0]!r}? "
+                f"(installed adapters: {installed})"
             )
+        from .adapter import NAME_PATTERN
+
         hint = (
             f"pip install crmsync-{crm.replace('_', '-')}"
             if NAME_PATTERN.match(crm)
@@ -164,6 +172,9 @@ class Registry:
         self._adapters = None
 
     def _collect_adapters(self) -> dict[str, AdapterSpec[Any]]:
+        # Imported here: loading plugins (for the command line's help) must not load the adapter machinery.
+        from .adapter import AdapterSpec
+
         self._failures = [f for f in self._failures if not f.error.startswith("register_adapters")]
         trace = self.pm.trace.root.get("hook")
         offers: list[tuple[str, AdapterSpec[Any]]] = []

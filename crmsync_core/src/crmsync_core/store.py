@@ -270,6 +270,10 @@ async def schema_sql_for(database: str | AsyncEngine, layout: Layout) -> str:
             if not exists:
                 return schema_sql(layout, engine.dialect.name)
             statements = await conn.run_sync(missing_columns_sql, table)
+    except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise DatabaseUnavailableError(f"cannot reach the database {url}: {reason}") from None
     finally:
         if isinstance(database, str):
             await engine.dispose()
@@ -1102,8 +1106,24 @@ class Store:
                 for column, values in zip(columns, zip(*rows, strict=True), strict=True)
             ]
             return sa.func.unnest(*arrays).table_valued(*columns, name="outcome").render_derived()
-        # A CTE rather than FROM (VALUES ...) AS alias (columns): SQLite only knows the former.
-        return sa.values(*columns, name="outcome").data(rows).cte("outcome")
+        # A CTE rather than FROM (VALUES ...) AS alias (columns): SQLite only knows the former. Written
+        # as text because SQLAlchemy 2.0 has no VALUES CTE (Values.cte() came in 2.1), and RECURSIVE
+        # because 2.0 names a CTE's columns only then; SQLite accepts it on a plain VALUES list.
+        params = [
+            sa.bindparam(f"outcome_{r}_{k}", value, type_=column.type)
+            for r, row in enumerate(rows)
+            for k, (column, value) in enumerate(zip(columns, row, strict=True))
+        ]
+        values = ", ".join(
+            "(" + ", ".join(f":outcome_{r}_{k}" for k in range(len(columns))) + ")"
+            for r in range(len(rows))
+        )
+        return (
+            sa.text(f"VALUES {values}")
+            .bindparams(*params)
+            .columns(*columns)
+            .cte("outcome", recursive=True)
+        )
 
     def _typed(self, value: sa.ColumnElement[Any], column: sa.Column[Any]) -> sa.ColumnElement[Any]:
         # PostgreSQL types a VALUES column whose rows are all NULL as text; say what it holds. (SQLite's

@@ -4,12 +4,17 @@
 their e-mail. What comes back decides each contact's outcome:
 
 * 200 / 207: each result is matched to its input by e-mail; each 207 error is matched by what it names
-  (see :func:`_error_names`), and a failure HubSpot does not attribute is narrowed down by bisection;
+  (see :func:`_error_inputs`: the documented ``context.objectWriteTraceId`` first), and only a failure
+  HubSpot does not attribute is narrowed down by bisection;
 * 400 (or 409, 413, 422) rejects the whole batch because of some of its inputs: the batch is split in
   halves until the bad inputs are alone, so the good ones sync and each bad one fails with HubSpot's
   message. An unknown property (``PROPERTY_DOESNT_EXIST``) is not the contact's fault: it stops the run;
+* bisection spends at most ``HUBSPOT_MAX_BISECTION_REQUESTS`` extra requests per batch; inputs still
+  unresolved then are transient failures (retried in a later run), never guessed at;
 * 429 ``DAILY`` stops the run until midnight in the account's time zone (the contacts stay queued);
   other 429s are waited out; 401/403 stop the run; 5xx and timeouts are transient (:mod:`crmsync_core.http`).
+
+What each of these relies on, with its source and whether it is confirmed: ``docs/vendors/hubspot.md``.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ def rate_limits(settings: HubspotSettings) -> RateLimits:
 
 #: statuses with which HubSpot rejects a whole batch because of what some inputs hold
 _BATCH_REJECTED = frozenset({400, 409, 413, 422})
+#: 207 error categories retried in a later run. Only ``RATE_LIMIT`` is a documented category; the others
+#: are ASSUMED (HubSpot does not list batch error categories) and kept defensively: a server-side
+#: failure of one input is not the contact's fault.
 _TRANSIENT_CATEGORIES = ("RATE_LIMIT", "TIMEOUT", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE")
 _MISSING_PROPERTY = re.compile(r"Property \\?\"([^\"\\]+)\\?\" does not exist")
 _AUTH_HINT = (
@@ -117,21 +125,22 @@ class HubspotAdapter:
         inputs, skipped = build_inputs(contacts, self.settings, today)
         outcomes: list[Outcome] = list(skipped)
         for start in range(0, len(inputs), MAX_INPUTS):
-            outcomes.extend(await self._upsert(inputs[start : start + MAX_INPUTS]))
+            budget = _Bisection(self.settings.max_bisection_requests)
+            outcomes.extend(await self._upsert(inputs[start : start + MAX_INPUTS], budget))
         return outcomes
 
     # -- one request, and what to make of its answer ------------------------------------------------
 
-    async def _upsert(self, inputs: Sequence[UpsertInput]) -> list[Outcome]:
+    async def _upsert(self, inputs: Sequence[UpsertInput], budget: _Bisection) -> list[Outcome]:
         try:
             response = await self.client.request(
                 "POST", self.settings.upsert_path, json=request_body(inputs)
             )
             status = response.status_code
             if status in (200, 201, 207):
-                return await self._read_results(response, inputs)
+                return await self._read_results(response, inputs, budget)
             if status in _BATCH_REJECTED:
-                return await self._rejected(response, inputs)
+                return await self._rejected(response, inputs, budget)
             if status in (404, 405):
                 raise FatalError(
                     f"HubSpot answered HTTP {status} on POST {self.settings.upsert_path}: check "
@@ -152,7 +161,7 @@ class HubspotAdapter:
             ]
 
     async def _rejected(
-        self, response: httpx.Response, inputs: Sequence[UpsertInput]
+        self, response: httpx.Response, inputs: Sequence[UpsertInput], budget: _Bisection
     ) -> list[Outcome]:
         """The whole batch was refused: stop on a missing property, else bisect to the bad inputs."""
         body = _json_or_none(response)
@@ -162,14 +171,27 @@ class HubspotAdapter:
             raise self._missing_property_error(missing)
         if len(inputs) == 1:
             return _failed(inputs, f"HubSpot rejected {inputs[0].email}: {message}")
-        return await self._bisect(inputs)
+        return await self._bisect(inputs, budget, message)
 
-    async def _bisect(self, inputs: Sequence[UpsertInput]) -> list[Outcome]:
+    async def _bisect(
+        self, inputs: Sequence[UpsertInput], budget: _Bisection, said: str
+    ) -> list[Outcome]:
+        """Send ``inputs`` again in halves, while the batch's bisection budget lasts."""
+        if budget.left < 2:
+            reason = (
+                f"hubspot: HubSpot refused this contact's batch of {len(inputs)} without saying which "
+                f"contacts were at fault ({said[:300]}), and the batch used up its "
+                f"{self.settings.max_bisection_requests} requests for narrowing that down "
+                "(HUBSPOT_MAX_BISECTION_REQUESTS): it is sent again in a later run"
+            )
+            return [TransientFailure(c.id, reason) for item in inputs for c in item.contacts]
+        budget.left -= 2
         middle = len(inputs) // 2
-        return await self._upsert(inputs[:middle]) + await self._upsert(inputs[middle:])
+        first = await self._upsert(inputs[:middle], budget)
+        return first + await self._upsert(inputs[middle:], budget)
 
     async def _read_results(
-        self, response: httpx.Response, inputs: Sequence[UpsertInput]
+        self, response: httpx.Response, inputs: Sequence[UpsertInput], budget: _Bisection
     ) -> list[Outcome]:
         body = self.client.json(response)
         results = body.get("results") if isinstance(body, dict) else None
@@ -195,7 +217,7 @@ class HubspotAdapter:
             missing = _missing_properties(error, _message(error))
             if missing:
                 raise self._missing_property_error(missing)
-            named = [e for e in _error_names(error) if e in by_email and e not in done]
+            named = [e for e in _error_inputs(error, by_email) if e not in done]
             if not named:
                 unattributed.append(_message(error) or json.dumps(error)[:200])
             for email in named:
@@ -209,7 +231,7 @@ class HubspotAdapter:
                     left, f"HubSpot rejected {left[0].email}: {'; '.join(unattributed)}"
                 )
             # HubSpot did not say which inputs failed: ask again in halves until it must.
-            return outcomes + await self._bisect(left)
+            return outcomes + await self._bisect(left, budget, "; ".join(unattributed))
         outcomes += [
             TransientFailure(c.id, "hubspot: the batch answer has no result for this contact")
             for item in left
@@ -313,31 +335,49 @@ def _result_id(result: Any) -> str | None:
     return str(remote_id) if remote_id not in (None, "") else None
 
 
-def _error_names(error: dict[str, Any]) -> set[str]:
-    """Every string a 207 error uses to point at inputs, lower-cased.
+def _error_inputs(error: dict[str, Any], inputs: dict[str, UpsertInput]) -> list[str]:
+    """The inputs (lower-cased e-mails) a 207 error names, from the best-documented field down.
 
-    UNCONFIRMED: HubSpot does not document how a batch-upsert error names its input. Batch errors carry
-    ``context`` (e.g. ``{"ids": ["a@b.com"]}``), and HubSpot's multi-status handling echoes the input's
-    ``objectWriteTraceId``. Each input's id and trace id are both its e-mail (see mapping.py), so this
-    collects ``id``, ``objectWriteTraceId`` and every string in ``context`` under any key: whichever form
-    HubSpot uses, it names the e-mail. An error that names nothing is resolved by bisection.
+    1. ``context.objectWriteTraceId`` (CONFIRMED: HubSpot's "Multi-status errors" documentation; each
+       input's trace id is its e-mail, see mapping.py);
+    2. the error's own ``id`` (the SDK's ``StandardError.id``; ASSUMED to hold the input's id);
+    3. any other ``context`` value naming an input, e.g. ``context.ids`` (ASSUMED);
+    4. the message, when it quotes exactly one input's e-mail (ASSUMED, e.g. "Email address x is
+       invalid").
+
+    The first source that names an input wins, so a vaguer one never overrides a documented one. An
+    error that names nothing is resolved by bisection.
     """
-    names: set[str] = set()
-
-    def add(value: Any) -> None:
-        if isinstance(value, str):
-            names.add(value.strip().lower())
-        elif isinstance(value, list | tuple):
-            for item in value:
-                add(item)
-
-    add(error.get("id"))
-    add(error.get("objectWriteTraceId"))
     context = error.get("context")
-    if isinstance(context, dict):
-        for value in context.values():
-            add(value)
-    return names
+    context = context if isinstance(context, dict) else {}
+    sources: list[Any] = [
+        context.get("objectWriteTraceId"),
+        error.get("id"),
+        [v for k, v in context.items() if k != "objectWriteTraceId"],
+    ]
+    for source in sources:
+        named = [e for e in dict.fromkeys(_strings(source)) if e in inputs]
+        if named:
+            return named
+    message = _message(error).lower()
+    quoted = [email for email in inputs if email in message]
+    return quoted if len(quoted) == 1 else []
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in ``value`` (nested lists included), stripped and lower-cased."""
+    if isinstance(value, str):
+        return [value.strip().lower()]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+class _Bisection:
+    """How many more requests one batch may spend on bisection."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
 
 
 def _missing_properties(body: Any, message: str) -> list[str]:

@@ -3,9 +3,11 @@
 :class:`FakeHubspot` serves the part of HubSpot's API the adapter uses, with HubSpot's status codes,
 error bodies and rate-limit headers:
 
-* ``POST {upsert path}`` upserts contacts by e-mail (stable ids, ``new`` flags) and answers 200, 207 with
-  per-input errors, or 400 for the whole batch (duplicate ids, more than 100 inputs, an unknown property,
-  or an e-mail at a rejected domain when ``rejection="batch"``);
+* ``POST {upsert path}`` upserts contacts by e-mail (stable ids, ``new`` flags) and answers 200, or 207 with
+  per-input errors when the inputs carry ``objectWriteTraceId`` (HubSpot's multi-status mode: an invalid
+  e-mail or an unknown property fails only its own inputs, each error naming its input in
+  ``context.objectWriteTraceId``), or 400 for the whole batch (duplicate ids, more than 100 inputs, and
+  invalid inputs without trace ids or with ``rejection="batch"``);
 * ``GET {properties path}/{name}`` and ``POST {properties path}`` read and create contact properties;
 * the token is checked (401 ``INVALID_AUTHENTICATION``); a rolling request window answers 429
   ``TEN_SECONDLY_ROLLING`` and a daily budget 429 ``DAILY`` (reset at midnight in the fake account's time
@@ -13,6 +15,10 @@ error bodies and rate-limit headers:
 * failures can be injected: a share of 5xx answers drawn from a seed, or the next answers given explicitly.
 
 Time comes from ``clock`` (epoch seconds), so tests and benchmarks can drive it.
+
+Every behaviour here is traced to HubSpot's documentation or SDK, and marked confirmed or assumed, in
+``docs/vendors/hubspot.md``; the answers parse into ``hubspot-api-client``'s response models
+(``tests/hubspot/test_response_shapes.py``).
 """
 
 from __future__ import annotations
@@ -89,10 +95,14 @@ class FakeHubspot:
     seed: int = 0
     #: e-mails at these domains fail HubSpot's validation (``INVALID_EMAIL``)
     rejected_domains: set[str] = field(default_factory=lambda: {"rejected.invalid"})
-    #: how an invalid input is answered: the whole batch with 400 (HubSpot's usual validation) or a 207
-    rejection: Literal["batch", "partial"] = "batch"
-    #: how a 207 error names its input, in ``context`` (see the adapter: UNCONFIRMED upstream)
-    error_context: Literal["ids", "trace", "none"] = "ids"
+    #: how an invalid input is answered. ``auto`` (HubSpot's documented behaviour): a 207 with
+    #: per-input errors when every input carries an ``objectWriteTraceId`` (multi-status mode), else the
+    #: whole batch with 400. ``partial`` always answers 207, ``batch`` always 400.
+    rejection: Literal["auto", "partial", "batch"] = "auto"
+    #: how a 207 error names its input: ``trace`` (documented) ``context.objectWriteTraceId``;
+    #: ``ids`` ``context.ids`` (assumed form); ``none`` not at all, not even in the message (an
+    #: anonymous error: the adapter must bisect)
+    error_context: Literal["trace", "ids", "none"] = "trace"
     #: property names that exist in the account
     properties: set[str] = field(
         default_factory=lambda: set(STANDARD_PROPERTIES) | set(SCRAPERSKY_PROPERTIES)
@@ -213,31 +223,21 @@ class FakeHubspot:
                 400, "VALIDATION_ERROR", "Unable to perform upsert by non-unique property"
             )
 
-        unknown = sorted(
-            {name for item in inputs for name in item.get("properties", {})} - self.properties
+        partial = self.rejection == "partial" or (
+            self.rejection == "auto" and all(item.get("objectWriteTraceId") for item in inputs)
         )
-        if unknown:
+        problems = {str(item["id"]).lower(): self._problems(item) for item in inputs}
+        if not partial and any(problems.values()):
             return _property_errors(
-                [
-                    (name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')
-                    for name in unknown
-                ]
-            )
-        invalid = [item for item in inputs if self._invalid(item)]
-        invalid_ids = {str(item["id"]).lower() for item in invalid}
-        if invalid and self.rejection == "batch":
-            return _property_errors(
-                [
-                    ("email", "INVALID_EMAIL", f"Email address {item['id']} is invalid")
-                    for item in invalid
-                ]
+                dict.fromkeys(p for listed in problems.values() for p in listed)
             )
 
         now = _iso(self.clock())
         results, errors = [], []
         for item in inputs:
-            if str(item["id"]).lower() in invalid_ids:
-                errors.append(self._input_error(item))
+            found = problems[str(item["id"]).lower()]
+            if found:
+                errors.append(self._input_error(item, found))
                 continue
             results.append(self._store(item, now))
         self.batch_sizes.append(len(inputs))
@@ -251,23 +251,39 @@ class FakeHubspot:
             answer.update(numErrors=len(errors), errors=errors)
         return _response(207 if errors else 200, answer)
 
-    def _invalid(self, item: dict[str, Any]) -> bool:
+    def _problems(self, item: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """What HubSpot's validation finds in one input: ``(property, code, message)`` each."""
+        found = [
+            (name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')
+            for name in sorted(set(item.get("properties", {})) - self.properties)
+        ]
         domain = str(item.get("id", "")).rpartition("@")[2].lower()
-        return domain in self.rejected_domains
+        if domain in self.rejected_domains:
+            found.append(("email", "INVALID_EMAIL", f"Email address {item['id']} is invalid"))
+        return found
 
-    def _input_error(self, item: dict[str, Any]) -> dict[str, Any]:
-        message = f"Email address {item['id']} is invalid"
+    def _input_error(
+        self, item: dict[str, Any], problems: list[tuple[str, str, str]]
+    ) -> dict[str, Any]:
+        """One entry of a 207's ``errors``: the SDK's ``StandardError``, shaped like the example of
+        HubSpot's "Multi-status errors" documentation (the message lists the invalid properties)."""
+        if self.error_context == "none":
+            problems = [(n, c, text.replace(f" {item['id']} ", " ")) for n, c, text in problems]
+        message = _property_message(problems)
         context: dict[str, list[str]] = {}
         if self.error_context == "ids":
             context = {"ids": [str(item["id"])]}
-        elif self.error_context == "trace" and "objectWriteTraceId" in item:
+        elif self.error_context == "trace" and item.get("objectWriteTraceId"):
             context = {"objectWriteTraceId": [str(item["objectWriteTraceId"])]}
         return {
             "status": "error",
             "category": "VALIDATION_ERROR",
             "message": message,
             "context": context,
-            "errors": [{"message": message, "code": "INVALID_EMAIL", "in": "email"}],
+            "errors": [
+                {"message": text, "code": code, "in": name} for name, code, text in problems
+            ],
+            "links": {},
         }
 
     def _store(self, item: dict[str, Any], now: str) -> dict[str, Any]:
@@ -425,6 +441,10 @@ def _error(status: int, category: str, message: str) -> httpx.Response:
 
 def _property_errors(problems: Iterable[tuple[str, str, str]]) -> httpx.Response:
     """HubSpot's 400 for invalid property values: a JSON list inside the message string."""
+    return _error(400, "VALIDATION_ERROR", _property_message(problems))
+
+
+def _property_message(problems: Iterable[tuple[str, str, str]]) -> str:
     details = [
         {
             "isValid": False,
@@ -435,11 +455,7 @@ def _property_errors(problems: Iterable[tuple[str, str, str]]) -> httpx.Response
         }
         for name, code, message in problems
     ]
-    return _error(
-        400,
-        "VALIDATION_ERROR",
-        f"Property values were not valid: {json.dumps(details, separators=(',', ':'))}",
-    )
+    return f"Property values were not valid: {json.dumps(details, separators=(',', ':'))}"
 
 
 def _property_json(

@@ -18,7 +18,8 @@ from crmsync_core.contacts import Contact, Skipped, split_sendable
 from .settings import HubspotSettings
 
 ID_PROPERTY = "email"
-#: inputs per batch upsert request (HubSpot's limit)
+#: inputs per batch upsert request. ASSUMED (a third-party figure, not in the upsert reference): the
+#: adapter never sends more, and the fake refuses more, so a lower real limit shows as a 400 to bisect.
 MAX_INPUTS = 100
 
 

@@ -20,15 +20,11 @@ def register_adapters(register: Callable[[Any], None]) -> None:
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    import asyncio
-
     import click
 
     from crmsync_core.errors import CrmsyncError
 
-    from .properties import create_properties
-    from .settings import HubspotSettings
-
+    # The command's own imports wait until it runs: `crmsync --help` registers it and must stay fast.
     @cli.group("hubspot")
     def hubspot() -> None:
         """HubSpot account set-up."""
@@ -37,6 +33,11 @@ def register_commands(cli: click.Group) -> None:
     def create_properties_command() -> None:
         """Create the custom contact properties crmsync writes (HUBSPOT_CUSTOM_PROPERTY_*), where
         the account lacks them. Needs the crm.schemas.contacts.write scope."""
+        import asyncio
+
+        from .properties import create_properties
+        from .settings import HubspotSettings
+
         try:
             statuses = asyncio.run(create_properties(HubspotSettings()))
         except CrmsyncError as exc:

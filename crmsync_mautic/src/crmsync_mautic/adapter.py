@@ -8,7 +8,12 @@ contact's own result under ``statusCodes`` (201 created, 200 matched an existing
 Auth is HTTP Basic (a Mautic user) or OAuth 2 client credentials. An access token is cached until shortly
 before it expires; a 401 drops it, and the request is sent once more with a new token before the run
 stops. Mautic ships with its API, and Basic auth, switched off: both are recognised in its answers, and
-the error names the setting to switch on.
+the error names the setting to switch on. An OAuth 2 client that lacks the client-credentials grant
+(Mautic's default for a client) answers ``unauthorized_client``: the run stops saying how to get one that
+has it, or to use Basic auth.
+
+What each of these relies on, with its source in Mautic's code and whether it is confirmed:
+``docs/vendors/mautic.md``.
 """
 
 from __future__ import annotations
@@ -261,8 +266,24 @@ class MauticAdapter:
             },
         )
         status = response.status_code
+        if status == 400 and _oauth_error(response) == "unauthorized_client":
+            # The credentials are right, but the client may not use this grant: a new OAuth2 client
+            # allows only authorization_code and refresh_token (ApiBundle/Entity/oAuth2/Client), and
+            # Mautic 5 adds client_credentials only when an administrator creates the client
+            # (ApiBundle/Controller/ClientController::newAction).
+            raise AuthenticationError(
+                "mautic: the OAuth 2 client MAUTIC_CLIENT_ID is not allowed the client-credentials "
+                f"grant (HTTP 400 unauthorized_client on POST {TOKEN_PATH}). Mautic gives that grant "
+                "only to an OAuth 2 client that an administrator creates (Mautic 5 or later: log in "
+                "as an administrator, Settings > API Credentials > New, authorization protocol "
+                "OAuth 2); create one and set MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET to its "
+                "public key and secret key. Or use HTTP Basic auth instead: set MAUTIC_USERNAME and "
+                'MAUTIC_PASSWORD (and "Enable HTTP basic auth?" in Configuration > API Settings), '
+                "leaving MAUTIC_CLIENT_ID empty. Mautic said: "
+                f"{self._client.body_snippet(response)}"
+            )
         if status in (400, 401, 403):  # 401/403 normally end in CrmClient with the auth hint
-            # FOSOAuthServer answers 400 invalid_client / unauthorized_client for bad credentials.
+            # FOSOAuthServer answers 400 invalid_client for credentials it does not know.
             raise AuthenticationError(
                 f"mautic refused the OAuth 2 client credentials (HTTP {status} on POST {TOKEN_PATH}): "
                 "check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET (an OAuth 2 client from Settings > "
@@ -441,6 +462,16 @@ def _by_index(
             return dict(zip(expected, value, strict=True))
         return dict(enumerate(value))
     return None
+
+
+def _oauth_error(response: httpx.Response) -> str | None:
+    """The ``error`` code of an OAuth 2 error answer (RFC 6749 section 5.2), if it is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) else None
 
 
 def _record_email(record: Mapping[str, Any]) -> str | None:

@@ -3,7 +3,11 @@
 :class:`FakeMautic` answers the two endpoints the adapter uses the way Mautic 5 does:
 
 * ``POST /oauth/v2/token`` (client-credentials grant): an access token that expires after
-  ``token_lifetime`` seconds of ``clock``, or 400 ``invalid_client``;
+  ``token_lifetime`` seconds of ``clock``; 400 ``invalid_client`` for wrong credentials, and 400
+  ``unauthorized_client`` when the client lacks the grant. Like Mautic's OAuth2 ``Client`` entity, a
+  client allows only ``authorization_code`` and ``refresh_token`` unless ``grant_types`` says otherwise
+  (:data:`CLIENT_CREDENTIALS_GRANTS` is a client an administrator created in Mautic 5, which adds
+  ``client_credentials``);
 * ``POST /api/contacts/batch/new``: an upsert by e-mail (case-insensitive), 201 for the batch with
   ``contacts``, ``statusCodes`` (201 created, 200 updated) and ``errors`` keyed by request index, which
   serialise as PHP does (a JSON list when the keys are ``0..n-1``, else an object) or, with
@@ -12,9 +16,14 @@
 
 It checks credentials (Basic and Bearer), can have its API or Basic auth switched off (403 like
 Mautic's ``ApiSubscriber``), enforces an optional rate limit with 429 and ``X-RateLimit-*`` headers,
-answers a share of requests with 503 (``failure_rate``, deterministic from ``seed``), rejects contacts at
-``rejected_domain`` with 422, and takes scripted failures: :meth:`fail_next` for whole requests and
-:meth:`reject` for one contact's status code.
+answers a share of requests with 503 (``failure_rate``, deterministic from ``seed``), rejects invalid
+e-mails and contacts at ``rejected_domain`` the way Mautic's contact form does (HTTP 400 entries shaped
+by ``returnError``: ``code``, ``message``, ``details`` per field, ``type: null``), and takes scripted
+failures: :meth:`fail_next` for whole requests and :meth:`reject` for one contact's status code.
+
+Every behaviour here is traced to Mautic's source (file and function), and marked confirmed or
+assumed, in ``docs/vendors/mautic.md``; ``tests/mautic/test_response_shapes.py`` holds the fake's error
+bodies to those shapes.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -40,6 +49,11 @@ from crmsync_core.ratelimit import RateLimit
 from .settings import MauticSettings
 
 SANDBOX_URL = "https://mautic.sandbox.invalid"
+#: the grants of a new OAuth2 client (Mautic's ``ApiBundle/Entity/oAuth2/Client::__construct``)
+DEFAULT_GRANTS: frozenset[str] = frozenset({"authorization_code", "refresh_token"})
+#: the grants of an OAuth2 client an administrator creates in Mautic 5's API Credentials page
+#: (``ApiBundle/Controller/ClientController::newAction`` adds ``client_credentials`` for admins)
+CLIENT_CREDENTIALS_GRANTS: frozenset[str] = DEFAULT_GRANTS | {"client_credentials"}
 _API_DISABLED = (
     "API disabled. You need to enable the API in the API settings page of your Mautic account."
 )
@@ -66,6 +80,7 @@ class FakeMautic:
         password: str = "fake-mautic-password",  # noqa: S107 (made up, for the fake)
         client_id: str = "1_fakemauticclient",
         client_secret: str = "fake-mautic-client-secret",  # noqa: S107
+        grant_types: Collection[str] = DEFAULT_GRANTS,
         api_enabled: bool = True,
         basic_auth_enabled: bool = True,
         batch_limit: int = 200,
@@ -74,6 +89,7 @@ class FakeMautic:
         failure_rate: float = 0.0,
         seed: int = 0,
         rejected_domain: str = "rejected.invalid",
+        validation_status: Literal[400, 422] = 400,
         map_style: Literal["php", "objects"] = "php",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -82,6 +98,8 @@ class FakeMautic:
         self.password = password
         self.client_id = client_id
         self.client_secret = client_secret
+        #: the grant types the OAuth2 client allows (``allowedGrantTypes``)
+        self.grant_types = frozenset(grant_types)
         self.api_enabled = api_enabled
         self.basic_auth_enabled = basic_auth_enabled
         self.batch_limit = batch_limit
@@ -89,6 +107,9 @@ class FakeMautic:
         self.rate_limit = rate_limit
         self.failure_rate = failure_rate
         self.rejected_domain = rejected_domain
+        #: the status of a contact the form refuses: 400, or 422 when a constraint sets that code
+        #: (``CommonApiController::processForm``)
+        self.validation_status = validation_status
         self.map_style = map_style
         self._clock = clock
         self._wall_clock = wall_clock
@@ -122,17 +143,19 @@ class FakeMautic:
     ) -> None:
         """Answer the next ``times`` API requests (not token requests) with ``status`` and ``body``."""
         if body is None:
-            body = {
-                "errors": [{"message": f"Injected HTTP {status}", "code": status, "type": None}]
-            }
+            body = _error(f"Injected HTTP {status}", status)
         for _ in range(times):
             self._scripted.append(_Scripted(status, body, dict(headers or {})))
 
     def reject(self, email: str, status: int = 422, message: str | None = None) -> None:
-        """Answer ``status`` for this e-mail's entry in every batch from now on."""
+        """Answer ``status`` for this e-mail's entry in every batch from now on.
+
+        400 and 422 come as form errors (``returnError``: ``message``, ``details``); other statuses as
+        Mautic's ``setBatchError`` entries (``message``, ``code``, ``type: "api"``), as for 403.
+        """
         self._rejections[email.strip().lower()] = (
             status,
-            message or f"email: {email} was refused (injected HTTP {status}).",
+            message or f"{email} was refused (injected HTTP {status}).",
         )
 
     def expire_tokens(self) -> None:
@@ -184,11 +207,14 @@ class FakeMautic:
                 403, {"errors": [{"message": _API_DISABLED, "code": 403, "type": "api_disabled"}]}
             )
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
-        if form.get("grant_type") != "client_credentials":
+        # The order of FOSOAuthServer's OAuth2::grantAccessToken: the grant type, the client, then
+        # whether this client may use that grant.
+        grant = form.get("grant_type")
+        if not grant:
             return _json(
                 400,
                 {
-                    "error": "unsupported_grant_type",
+                    "error": "invalid_request",
                     "error_description": "Invalid grant_type parameter or parameter missing",
                 },
             )
@@ -201,6 +227,23 @@ class FakeMautic:
                 {
                     "error": "invalid_client",
                     "error_description": "The client credentials are invalid",
+                },
+            )
+        if grant not in self.grant_types:
+            return _json(
+                400,
+                {
+                    "error": "unauthorized_client",
+                    "error_description": "The grant type is unauthorized for this client_id",
+                },
+            )
+        if grant != "client_credentials":
+            # The fake serves only the grant the adapter uses.
+            return _json(
+                400,
+                {
+                    "error": "invalid_request",
+                    "error_description": f"The fake serves no {grant} flow",
                 },
             )
         token = secrets.token_urlsafe(32)
@@ -306,14 +349,22 @@ class FakeMautic:
             email = entry.get("email") if isinstance(entry, dict) else None
             key = email.strip().lower() if isinstance(email, str) else ""
             if "@" not in key:
-                codes[index] = 422
-                errors[index] = _entry_error("email: A valid email address is required.", 422)
+                # EmailBundle's EmailValidator::validate, message mautic.email.address.invalid_format
+                codes[index] = self.validation_status
+                errors[index] = form_error(
+                    {"email": [f"{email or '?'} is invalid."]}, self.validation_status
+                )
             elif key in self._rejections:
                 codes[index], message = self._rejections[key]
-                errors[index] = _entry_error(message, codes[index])
+                if codes[index] in (400, 422):
+                    errors[index] = form_error({"email": [message]}, codes[index])
+                else:
+                    errors[index] = batch_error(message, codes[index])
             elif key.endswith("@" + self.rejected_domain):
-                codes[index] = 422
-                errors[index] = _entry_error(f"email: {email} is not accepted by this Mautic.", 422)
+                # EmailValidator's DNS check, message mautic.email.address.invalid_domain
+                codes[index] = self.validation_status
+                reason = f"{email} does not seem to have a valid email domain (MX DNS record)."
+                errors[index] = form_error({"email": [reason]}, self.validation_status)
             else:
                 assert isinstance(entry, dict)
                 codes[index], records[index] = self._upsert(key, entry)
@@ -367,10 +418,20 @@ class FakeMautic:
 
 
 def _error(message: str, code: int) -> dict[str, Any]:
-    return {"errors": [{"message": message, "code": code, "type": None}]}
+    """A whole-request error: ``FetchCommonApiController::returnError`` outside batch mode."""
+    return {"errors": [{"code": code, "message": message, "details": [], "type": None}]}
 
 
-def _entry_error(message: str, code: int) -> dict[str, Any]:
+def form_error(details: Mapping[str, list[str]], code: int = 400) -> dict[str, Any]:
+    """One batch entry's form validation error, as ``FetchCommonApiController::returnError`` builds it
+    in batch mode (from ``CommonApiController::processForm``): the message joins ``field: problem``
+    the way ``FormErrorMessagesTrait::getFormErrorMessage`` does, ``details`` keeps them per field."""
+    message = ", ".join(f"{field}: {', '.join(problems)}" for field, problems in details.items())
+    return {"code": code, "message": message, "details": dict(details), "type": None}
+
+
+def batch_error(message: str, code: int) -> dict[str, Any]:
+    """One batch entry's error as ``FetchCommonApiController::setBatchError`` builds it (403, 404)."""
     return {"message": message, "code": code, "type": "api"}
 
 
@@ -381,7 +442,10 @@ def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> h
 def make_sandbox(options: SandboxOptions) -> Sandbox[MauticSettings]:
     """A :class:`FakeMautic` behind OAuth 2, and settings that point at it."""
     fake = FakeMautic(
-        failure_rate=options.failure_rate, rate_limit=options.rate_limit, seed=options.seed
+        grant_types=CLIENT_CREDENTIALS_GRANTS,
+        failure_rate=options.failure_rate,
+        rate_limit=options.rate_limit,
+        seed=options.seed,
     )
     settings = MauticSettings(
         base_url=SANDBOX_URL,

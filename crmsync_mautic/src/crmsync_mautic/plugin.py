@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crmsync_core.adapter import AdapterSpec
 from crmsync_core.hookspecs import hookimpl
 
-from .adapter import SPEC
+if TYPE_CHECKING:
+    from crmsync_core.adapter import AdapterSpec
 
 
 @hookimpl
 def register_adapters(register: Callable[[AdapterSpec[Any]], None]) -> None:
+    from .adapter import SPEC  # imported here: loading the plugin must stay cheap
+
     register(SPEC)

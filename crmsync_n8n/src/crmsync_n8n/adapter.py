@@ -6,8 +6,10 @@ ambiguous timeout. n8n lower-cases header names; a workflow reads it as
 ``{{ $json.headers['idempotency-key'] }}``.
 
 Answers: any 2xx is acceptance (n8n's ``onReceived`` mode answers 200 before the workflow runs); the
-remote id is the execution id when the workflow answers with one (``lastNode`` mode or a Respond to
-Webhook node returning ``executionId``), else ``N8N_WORKFLOW_ID``. 401/403 (credentials) and 404 (the
+remote id is the execution id when the workflow answers with one, else ``N8N_WORKFLOW_ID``. n8n never
+adds an execution id by itself: in ``lastNode`` mode it answers the last node's first item, so the
+workflow has to end with a node that sets ``executionId = {{ $execution.id }}`` (or a Respond to
+Webhook node answering it); see ``docs/vendors/n8n.md``. 401/403 (credentials) and 404 (the
 workflow is not active, or the path or method is wrong) stop the run; 413 splits an array in halves;
 5xx, timeouts and connection errors are transient; any other 4xx is the workflow rejecting the data.
 """
@@ -137,7 +139,8 @@ class N8nAdapter:
             return [Synced(c.id, remote_id) for c in group]
         if status == 404:
             raise FatalError(
-                f"n8n: HTTP 404 on {where}: {_not_found_hint(self._url)} n8n said: {said}"
+                f"n8n: HTTP 404 on {where}: {_not_found_hint(self._url)} "
+                f"n8n said: {self._n8n_error(response) or said}"
             )
         if status == 413:
             if len(group) > 1:
@@ -158,6 +161,20 @@ class N8nAdapter:
         # Another 4xx comes from the workflow itself (a Respond to Webhook node): it rejected the data.
         reason = f"n8n: HTTP {status} on {where}: {said}"
         return [PermanentFailure(c.id, reason) for c in group]
+
+    def _n8n_error(self, response: httpx.Response) -> str | None:
+        """n8n's ``message`` and ``hint`` in full (redacted): the hint says what to do, and a snippet
+        of the body would cut it short."""
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            return None
+        if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+            return None
+        parts = [body["message"].strip()]
+        if isinstance(body.get("hint"), str) and body["hint"].strip():
+            parts.append(body["hint"].strip())
+        return self._client.redact(" ".join(parts)[:1000])
 
 
 def execution_id(content: bytes) -> str | None:

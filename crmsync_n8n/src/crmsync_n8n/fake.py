@@ -4,10 +4,16 @@ It answers like n8n's Webhook node (n8n 1.x): the production URL ``/webhook/<pat
 is active, the test URL ``/webhook-test/<path>`` for one call after :meth:`FakeN8n.listen`, 404
 ``"The requested webhook ... is not registered."`` otherwise; Basic Auth answers 401 without and 403 with
 wrong credentials, Header Auth 403; ``onReceived`` answers 200 ``{"message": "Workflow was started"}``
-at once, ``lastNode`` answers with the last node's output (here ``{"executionId": ...}``) or 500 when the
-workflow fails. Bodies larger than ``max_payload_bytes`` (n8n's ``N8N_PAYLOAD_SIZE_MAX``, 16 MiB) get 413.
+at once, ``lastNode`` answers with the JSON of the last node's first item, or 500 when the workflow fails.
+What that item holds is the workflow's business: by default the fake's workflow is the Webhook node
+alone, so it answers the Webhook node's item (no execution id); ``last_node="execution_id"`` is a workflow
+that ends with a Set node ``executionId = {{ $execution.id }}`` (how to get the execution id as the remote
+id), ``last_node="execution_and_workflow"`` one that also adds ``workflowId``. Bodies larger than ``max_payload_bytes`` (n8n's ``N8N_PAYLOAD_SIZE_MAX``, 16 MiB) get 413.
 n8n itself has no rate limit: :class:`~crmsync_core.adapter.SandboxOptions.rate_limit` plays a reverse
 proxy in front of it (429 with ``Retry-After``), and injected failures are a proxy's 503.
+
+Every behaviour, its source in n8n's documentation or code and whether it is confirmed:
+``docs/vendors/n8n.md``.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ class FakeN8n:
     active: bool = True
     #: in ``lastNode`` mode, the workflow fails (500) instead of answering
     workflow_fails: bool = False
+    #: in ``lastNode`` mode, what the workflow's last node outputs (see the module docstring)
+    last_node: Literal["webhook", "execution_id", "execution_and_workflow"] = "webhook"
     workflow_id: str = SANDBOX_WORKFLOW_ID
     max_payload_bytes: int = PAYLOAD_SIZE_MAX
     #: share of requests a proxy in front of n8n answers with 503
@@ -206,7 +214,22 @@ class FakeN8n:
         if self.workflow_fails:
             # UNCONFIRMED: n8n's exact body when a lastNode workflow fails; the status is 500.
             return _json(500, {"code": 0, "message": "Error in workflow"})
-        return _json(200, {"executionId": execution_id, "workflowId": self.workflow_id})
+        if self.last_node == "execution_id":
+            return _json(200, {"executionId": execution_id})
+        if self.last_node == "execution_and_workflow":
+            return _json(200, {"executionId": execution_id, "workflowId": self.workflow_id})
+        # The Webhook node's own item. ASSUMED field set (n8n 1.x's Webhook node output).
+        return _json(
+            200,
+            {
+                "headers": headers,
+                "params": {},
+                "query": dict(request.url.params),
+                "body": body,
+                "webhookUrl": str(request.url.copy_with(query=None)),
+                "executionMode": "test" if path.startswith("/webhook-test/") else "production",
+            },
+        )
 
     def _throttle(self) -> float | None:
         assert self.rate_limit is not None
