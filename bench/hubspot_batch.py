@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from crmsync_core import Engine, Layout, Store
 from crmsync_core.plugins import Registry
-from crmsync_core.ratelimit import RateLimit, TokenBucket
+from crmsync_core.ratelimit import Limiter, RateLimit
 from crmsync_core.retry import NO_WAIT
 from crmsync_core.testing import contact_rows
 from crmsync_hubspot import FakeHubspot, HubspotSettings, plugin
@@ -73,7 +73,7 @@ async def scenario(
             api_base_url=BASE_URL,
             sync_scheduler_batch_size=batch_size,
         )
-        limiter = TokenBucket(LIMIT)  # what the engine would build from the spec
+        limiter = Limiter(LIMIT)  # what the engine would build from the spec
         if burst_spent:
             for _ in range(LIMIT.requests):
                 await limiter.acquire()

@@ -13,7 +13,7 @@ from crmsync_brevo import BrevoSettings, FakeBrevo
 from crmsync_brevo.fake import SANDBOX_BASE_URL, SANDBOX_LIST_ID
 from crmsync_core import Engine, Layout, ProcessingStatus, Store, SyncStatus
 from crmsync_core.plugins import Registry
-from crmsync_core.ratelimit import RateLimit, TokenBucket
+from crmsync_core.ratelimit import Limiter, RateLimit
 from crmsync_core.retry import NO_WAIT
 from crmsync_core.testing import MovableClock, contact_rows
 
@@ -49,7 +49,7 @@ def engine(
         transports={"brevo": fake.transport()},
         request_retry=NO_WAIT,
         # Brevo's real budget where the test is about it; elsewhere no waiting.
-        rate_limiters={"brevo": TokenBucket(RateLimit(10, 1.0) if limited else None)},
+        rate_limiters={"brevo": Limiter(RateLimit(10, 1.0) if limited else None)},
         clock=clock,
     )
 

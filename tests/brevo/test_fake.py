@@ -73,6 +73,31 @@ async def test_the_rate_limit_answers_429_with_brevos_headers(clock: ManualClock
     assert fake.rate_limited == 1
 
 
+async def test_the_window_slides_and_every_other_endpoint_has_its_own_hourly_bucket(
+    clock: ManualClock,
+) -> None:
+    # Brevo's general tier: /v3/contacts* 10 per second, every other endpoint (processes included)
+    # 100 per hour; here 2 and 2.
+    fake = FakeBrevo(
+        api_key=KEY, clock=clock, rate_limit=RateLimit(2, 1.0), other_rate_limit=RateLimit(2, 3600)
+    )
+    async with httpx.AsyncClient(
+        transport=fake.transport(), base_url=SANDBOX_BASE_URL, headers={"api-key": KEY}
+    ) as brevo:
+        assert (await brevo.post("/contacts", json={"email": "a@acme.io"})).status_code == 201
+        clock.advance(0.6)
+        assert (await brevo.post("/contacts", json={"email": "b@acme.io"})).status_code == 201
+        clock.advance(0.6)  # a fixed window would have restarted; the sliding one still holds b
+        third = await brevo.post("/contacts", json={"email": "c@acme.io"})
+        assert third.status_code == 201
+        assert third.headers["x-sib-ratelimit-remaining"] == "0"
+        assert float(third.headers["x-sib-ratelimit-reset"]) == pytest.approx(0.4)
+        polls = [(await brevo.get("/processes/1")).status_code for _ in range(3)]
+        assert polls[2] == 429  # the third poll of the hour, whatever the contacts bucket says
+        assert polls[:2] == [404, 404]
+    assert len(fake.arrivals["other"]) == 3
+
+
 async def test_imports_are_processes_that_complete_after_a_delay(
     brevo: httpx.AsyncClient, fake: FakeBrevo, clock: ManualClock
 ) -> None:

@@ -19,7 +19,7 @@ def test_public_names() -> None:
         "map_contact",
         "normalize_phone",
         "parse_email_report",
-        "rate_limit_reset",
+        "rate_limits",
     ]
     for name in crmsync_brevo.__all__:
         assert getattr(crmsync_brevo, name) is not None

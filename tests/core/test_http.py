@@ -12,7 +12,7 @@ import respx
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.errors import AuthenticationError, MalformedResponseError, TransientError
 from crmsync_core.http import CrmClient, parse_retry_after, snippet, url_secrets
-from crmsync_core.ratelimit import TokenBucket
+from crmsync_core.ratelimit import Limiter, LimitHeaders
 from crmsync_core.retry import RequestRetry
 from crmsync_core.testing import SandboxSettings
 
@@ -20,7 +20,7 @@ SECRET = "xkeysib-0123456789abcdef-SECRET"
 BASE = "https://crm.example/v3"
 
 
-class RecordingBucket(TokenBucket):
+class RecordingBucket(Limiter):
     def __init__(self) -> None:
         super().__init__(None, sleep=self._sleep_recorded)
         self.paused: list[float] = []
@@ -28,13 +28,13 @@ class RecordingBucket(TokenBucket):
     async def _sleep_recorded(self, seconds: float) -> None:
         return None
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float, path: str = "") -> None:
         self.paused.append(seconds)
 
 
-def client(bucket: TokenBucket | None = None, attempts: int = 3, **kwargs: object) -> CrmClient:
+def client(bucket: Limiter | None = None, attempts: int = 3, **kwargs: object) -> CrmClient:
     context = AdapterContext(
-        rate_limiter=bucket or TokenBucket(None),
+        rate_limiter=bucket or Limiter(None),
         request_retry=RequestRetry(
             attempts=attempts, initial_wait=0, max_wait=0, max_rate_limit_wait=60
         ),
@@ -74,17 +74,40 @@ async def test_rate_limit_beyond_the_wait_budget_is_transient_with_retry_after()
     assert raised.value.retry_after == 3600
 
 
+HEADERS = LimitHeaders(remaining="x-remaining", reset="x-reset")
+
+
 @respx.mock
-async def test_reset_header_pauses_the_limiter() -> None:
+async def test_an_exhausted_budget_pauses_the_limiter_once_until_the_reset() -> None:
     bucket = RecordingBucket()
-    respx.get(f"{BASE}/x").mock(return_value=httpx.Response(200, headers={"x-reset": "4"}))
-
-    def reset(response: httpx.Response) -> float | None:
-        return float(response.headers["x-reset"])
-
-    async with client(bucket, rate_limit_reset=reset) as crm:
+    respx.get(f"{BASE}/x").mock(
+        side_effect=[
+            httpx.Response(200, headers={"x-remaining": "3", "x-reset": "4"}),
+            httpx.Response(200, headers={"x-remaining": "0", "x-reset": "4"}),
+        ]
+    )
+    async with client(bucket, limit_headers=HEADERS) as crm:
         await crm.request("GET", "/x")
-    assert bucket.paused == [4.0]
+        assert bucket.paused == []  # budget left: no pause
+        await crm.request("GET", "/x")
+    # counted from when the request left (the reset is the CRM's, from when it answered)
+    assert bucket.paused == [pytest.approx(4.0, abs=0.5)]
+
+
+@respx.mock
+async def test_a_429_pauses_once_until_the_announced_reset() -> None:
+    # Before: a 429 paused the limiter twice (reset, then the wait) and a remaining of 0 a third time.
+    bucket = RecordingBucket()
+    respx.get(f"{BASE}/x").mock(
+        side_effect=[
+            httpx.Response(429, headers={"x-remaining": "0", "x-reset": "0.7"}),
+            httpx.Response(200, headers={"x-remaining": "9", "x-reset": "1"}),
+        ]
+    )
+    async with client(bucket, attempts=1, limit_headers=HEADERS) as crm:
+        response = await crm.request("GET", "/x")
+    assert response.status_code == 200
+    assert bucket.paused == [0.7]
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 425])
@@ -179,7 +202,7 @@ class Endless(httpx.AsyncByteStream):
 
 def capped_client(transport: httpx.AsyncBaseTransport, max_response_bytes: int) -> CrmClient:
     context = AdapterContext(
-        rate_limiter=TokenBucket(None),
+        rate_limiter=Limiter(None),
         request_retry=RequestRetry(attempts=3, initial_wait=0, max_wait=0),
         transport=transport,
         max_response_bytes=max_response_bytes,
@@ -237,7 +260,7 @@ async def test_httpx_request_lines_are_redacted_while_crmsync_sends(
     token, password = "query-token-0123456789", "url-password-0123456789"
     url = f"https://crm-user:{password}@hooks.example/webhook/x?token={token}&v=2"
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
-    context = AdapterContext(rate_limiter=TokenBucket(None), transport=transport)
+    context = AdapterContext(rate_limiter=Limiter(None), transport=transport)
     caplog.set_level(logging.DEBUG)  # what a host's logging.basicConfig(level=DEBUG) lets through
 
     async with CrmClient(

@@ -1,10 +1,22 @@
-"""The token bucket that keeps a CRM's requests within its budget."""
+"""The rate-limit model: buckets, window kinds, slots and pauses, in one process with an injected clock."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
+import httpx
 import pytest
 
-from crmsync_core.ratelimit import RateLimit, TokenBucket
+from crmsync_core.ratelimit import (
+    Bucket,
+    Limiter,
+    LimitHeaders,
+    RateLimit,
+    RateLimits,
+    WindowKind,
+    read_headers,
+)
 
 
 class FakeTime:
@@ -16,42 +28,153 @@ class FakeTime:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        # Sleepers of several tasks overlap: time moves to the latest moment one of them waits for.
         self.sleeps.append(seconds)
-        self.now += seconds
+        target = self.now + seconds
+        await asyncio.sleep(0)
+        self.now = max(self.now, target)
 
 
-async def test_burst_then_steady_rate() -> None:
+def most_in_any_window(times: Sequence[float], period: float) -> int:
+    """The most of ``times`` in any half-open window of ``period``, wherever it starts."""
+    ordered = sorted(times)
+    return max(
+        (sum(1 for t in ordered if start <= t < start + period) for start in ordered), default=0
+    )
+
+
+async def send(limiter: Limiter, time: FakeTime, count: int, path: str = "") -> list[float]:
+    sent = []
+    for _ in range(count):
+        await limiter.acquire(path)
+        sent.append(time.now)
+    return sent
+
+
+@pytest.mark.parametrize("kind", list(WindowKind))
+async def test_no_window_of_any_kind_ever_holds_more_than_the_limit(kind: WindowKind) -> None:
     time = FakeTime()
-    bucket = TokenBucket(RateLimit(10, 1.0), clock=time.clock, sleep=time.sleep)
-    for _ in range(30):
-        await bucket.acquire()
-    # 10 at once, then 20 more at 10 per second.
-    assert time.now == pytest.approx(2.0)
-    assert bucket.waited_seconds == pytest.approx(2.0)
+    limits = RateLimits((Bucket("b", 10, 1.0, kind),))
+    limiter = Limiter(limits, clock=time.clock, sleep=time.sleep)
+    sent = await send(limiter, time, 200)
+    # A sliding window holds at most 10; so does every fixed window and a token bucket of 10 per 1 s.
+    assert most_in_any_window(sent, 1.0) == 10
+    for t in sent:  # token bucket: at most burst + rate * t in any interval of length t
+        for length in (0.5, 2.0, 7.3):
+            assert sum(1 for u in sent if t <= u < t + length) <= 10 + 10 * length
+    # and the whole budget is used, paced evenly: 97.5 % of 10 per second
+    assert (len(sent) - 1) / (sent[-1] - sent[0]) == pytest.approx(10 / 1.025, rel=0.01)
 
 
-async def test_pause_holds_every_request() -> None:
+async def test_lanes_share_one_bucket_in_arrival_order() -> None:
     time = FakeTime()
-    bucket = TokenBucket(RateLimit(100, 10.0), clock=time.clock, sleep=time.sleep)
-    await bucket.acquire()
-    bucket.pause(7.5)
-    await bucket.acquire()
-    assert time.now == pytest.approx(7.5)
+    limiter = Limiter(RateLimit(2, 1.0), clock=time.clock, sleep=time.sleep)
+    order: list[int] = []
+
+    async def lane(n: int) -> None:
+        await limiter.acquire()
+        order.append(n)
+
+    await asyncio.gather(*(lane(n) for n in range(6)))
+    assert order == list(range(6))
+    assert time.now == pytest.approx(5 * 1.025 / 2)  # paced: 2 per 1.025 s
+    assert limiter.waited_seconds == pytest.approx(5 * 1.025 / 2)
+
+
+async def test_requests_count_against_the_bucket_of_their_path() -> None:
+    time = FakeTime()
+    limits = RateLimits(
+        (
+            Bucket("contacts", 10, 1.0, paths=("/contacts",)),
+            Bucket("other", 2, 3600.0),
+        )
+    )
+    limiter = Limiter(limits, clock=time.clock, sleep=time.sleep)
+    await send(limiter, time, 10, "/contacts/import")
+    before = time.now
+    polls = await send(limiter, time, 3, "/processes/7")
+    assert polls[0] == before  # its own budget: the contacts' pace does not hold it back
+    assert most_in_any_window(polls, 3600.0) == 2  # the third poll of the hour waits for it
+    assert polls[2] - polls[0] >= 3600
+
+
+async def test_pauses_never_add_up_and_the_latest_reset_wins() -> None:
+    time = FakeTime()
+    limiter = Limiter(RateLimit(10, 1.0), clock=time.clock, sleep=time.sleep)
+    await limiter.acquire()
+    limiter.pause(5.0)
+    limiter.pause(5.0)  # the same reset announced again (e.g. the 429 and its remaining: 0)
+    limiter.pause(2.0)  # an earlier reset does not shorten it
+    await limiter.acquire()
+    assert time.now == pytest.approx(5.0)
+    # a 429 during a pause: its later reset moves the pause, once
+    limiter.pause(1.0)
+    limiter.pause(3.0)
+    await limiter.acquire()
+    assert time.now == pytest.approx(8.0)
 
 
 async def test_no_limit_never_waits_unless_paused() -> None:
     time = FakeTime()
-    bucket = TokenBucket(None, clock=time.clock, sleep=time.sleep)
-    for _ in range(1000):
-        await bucket.acquire()
+    limiter = Limiter(None, clock=time.clock, sleep=time.sleep)
+    await send(limiter, time, 1000)
     assert time.now == 0.0
-    bucket.pause(2)
-    await bucket.acquire()
-    assert time.now == pytest.approx(2)
+    limiter.pause(3.0)
+    await limiter.acquire()
+    assert time.now == pytest.approx(3.0)
+
+
+async def test_a_smaller_announced_budget_is_adopted() -> None:
+    time = FakeTime()
+    limiter = Limiter(RateLimit(100, 10.0), clock=time.clock, sleep=time.sleep)
+    limiter.announce(RateLimit(2, 10.0))
+    limiter.announce(RateLimit(500, 10.0))  # a larger one is not
+    sent = await send(limiter, time, 4)
+    assert most_in_any_window(sent, 10.0) == 2
+
+
+async def test_unused_slots_go_back_at_release() -> None:
+    time = FakeTime()
+    limits = RateLimits.single(RateLimit(10, 1.0))
+    first = Limiter(limits, clock=time.clock, sleep=time.sleep)
+    second = Limiter(limits, first.ledger, clock=time.clock, sleep=time.sleep)
+    await first.acquire()  # leases a second's worth of slots
+    await second.acquire()
+    assert time.now == pytest.approx(1.025)  # the first worker holds the rest of the window
+    await first.release()
+    time.now = 2.1
+    sent = await send(second, time, 9)
+    assert sent[0] == 2.1  # the given-back time is anyone's
+    assert most_in_any_window([0.0, 1.025, *sent], 1.0) <= 10
+
+
+def test_settings_override_the_first_bucket_only() -> None:
+    limits = RateLimits(
+        (Bucket("contacts", 10, 1.0, paths=("/contacts",)), Bucket("other", 100, 3600))
+    )
+    changed = limits.with_primary(RateLimit(20, 1.0))
+    assert [(b.name, b.requests) for b in changed.buckets] == [("contacts", 20), ("other", 100)]
+    assert RateLimits().with_primary(RateLimit(5, 1.0)).bucket_for("/x") == Bucket("all", 5, 1.0)
+    assert limits.with_primary(None) is limits
+
+
+def test_headers_are_read_the_adapters_way() -> None:
+    spec = LimitHeaders(remaining="x-left", reset="x-reset")
+    said = read_headers(spec, httpx.Headers({"X-Left": "0", "X-Reset": "0.25"}))
+    assert (said.exhausted, said.reset) == (True, 0.25)
+    unix = read_headers(spec, httpx.Headers({"x-reset": "1700000030"}), now=1700000000.0)
+    assert unix.reset == pytest.approx(30.0)
+    assert read_headers(spec, httpx.Headers({"x-left": "many", "x-reset": "soon"})).reset is None
+    hubspot = LimitHeaders(limit="x-max", interval_milliseconds="x-ms")
+    assert read_headers(
+        hubspot, httpx.Headers({"x-max": "50", "x-ms": "10000"})
+    ).limit == RateLimit(50, 10.0)
 
 
 def test_rate_limit_must_be_positive() -> None:
     with pytest.raises(ValueError):
-        RateLimit(0, 1)
+        RateLimit(0, 1.0)
     with pytest.raises(ValueError):
-        RateLimit(1, 0)
+        Bucket("b", 10, 0.0)
+    with pytest.raises(ValueError, match="unique"):
+        RateLimits((Bucket("b", 1, 1.0), Bucket("b", 2, 1.0)))

@@ -1,77 +1,171 @@
-"""A CRM's rate limit is one budget for every worker on every machine (design.md section 5)."""
+"""A CRM's rate limit is one budget for every worker on every machine (design.md section 5).
+
+Each worker has its own Store (its own connections) on one PostgreSQL database; an injected clock stands
+in for the database's, so that the windows are exact and nothing sleeps for real.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from crmsync_core import Layout, RateLimit, Store
-from crmsync_core.ratelimit import SharedRateLimiter
+from crmsync_core.ratelimit import Bucket, Limiter, RateLimits, WindowKind
 
 
-async def two_workers(postgres_url: str) -> tuple[Store, Store]:
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        # Sleepers of several tasks overlap: time moves to the latest moment one of them waits for.
+        self.sleeps.append(seconds)
+        target = self.now + seconds
+        await asyncio.sleep(0)
+        self.now = max(self.now, target)
+
+
+def most_in_any_window(times: Sequence[float], period: float) -> int:
+    """The most of ``times`` in any half-open window of ``period``, wherever it starts."""
+    ordered = sorted(times)
+    return max(
+        (sum(1 for t in ordered if start <= t < start + period) for start in ordered), default=0
+    )
+
+
+BREVO = RateLimits(
+    (Bucket("contacts", 10, 1.0, paths=("/contacts",)), Bucket("other", 100, 3600.0))
+)
+
+
+@pytest.fixture
+async def stores(postgres_url: str) -> AsyncIterator[list[Store]]:
     first = await Store.connect(postgres_url, layout=Layout.default(["sandbox"]), create=True)
-    second = await Store.connect(postgres_url, layout=Layout.default(["sandbox"]))
-    return first, second
-
-
-async def test_workers_draw_from_one_budget(postgres_url: str) -> None:
-    first, second = await two_workers(postgres_url)
+    others = [
+        await Store.connect(postgres_url, layout=Layout.default(["sandbox"])) for _ in range(2)
+    ]
     try:
-        # A slow budget (5 per 100 s) so the milliseconds between calls do not show in the waits.
-        limit = RateLimit(5, 100.0)
-        waits = []
-        for n in range(16):
-            worker = first if n % 2 else second
-            waits.append(await worker.reserve_request("brevo", limit))
-        # A burst of 5 for both together, then one request every 20 s, whoever asks.
-        assert waits[:5] == [0.0] * 5
-        assert waits[5:] == pytest.approx([20.0 * k for k in range(1, 12)], abs=0.5)
-        # Another CRM has its own budget.
-        assert await first.reserve_request("hubspot", limit) == 0.0
+        yield [first, *others]
     finally:
-        await first.close()
-        await second.close()
+        for store in (first, *others):
+            await store.close()
 
 
-async def test_a_pause_seen_by_one_worker_holds_the_others(postgres_url: str) -> None:
-    first, second = await two_workers(postgres_url)
-    try:
-        limit = RateLimit(10, 1.0)
-        assert await first.reserve_request("brevo", limit) == 0.0
-        await first.pause_requests("brevo", 30.0, limit)
-        assert await second.reserve_request("brevo", limit) == pytest.approx(30.1, abs=0.05)
-    finally:
-        await first.close()
-        await second.close()
+def workers(stores: list[Store], time: FakeTime, limits: RateLimits) -> list[Limiter]:
+    return [
+        Limiter(
+            limits, store.rate_ledger(time.clock), crm="brevo", clock=time.clock, sleep=time.sleep
+        )
+        for store in stores
+    ]
 
 
-async def test_limiter_waits_what_the_database_says(postgres_url: str) -> None:
-    first, second = await two_workers(postgres_url)
-    slept: list[float] = []
+@pytest.mark.parametrize(
+    ("kind", "limit"),
+    [(WindowKind.SLIDING, RateLimit(10, 1.0)), (WindowKind.FIXED, RateLimit(30, 10.0))],
+)
+async def test_a_fleet_never_puts_more_than_the_limit_into_any_window(
+    stores: list[Store], kind: WindowKind, limit: RateLimit
+) -> None:
+    time = FakeTime()
+    limits = RateLimits.single(limit, kind=kind)
+    fleet = workers(stores, time, limits)
+    sent: list[float] = []
 
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
+    async def lane(limiter: Limiter, n: int) -> None:
+        for _ in range(n):
+            await limiter.acquire()
+            sent.append(time.now)
+            await asyncio.sleep(0)
 
-    try:
-        limit = RateLimit(2, 100.0)
-        limiters = [
-            SharedRateLimiter(
-                reserve=lambda store=store: store.reserve_request("n8n", limit),
-                share_pause=lambda seconds, store=store: store.pause_requests(
-                    "n8n", seconds, limit
-                ),
-                sleep=sleep,
-            )
-            for store in (first, second)
-        ]
-        await asyncio.gather(*(limiter.acquire() for limiter in limiters * 3))
-        assert sorted(slept) == pytest.approx([50.0, 100.0, 150.0, 200.0], abs=0.5)
-        assert sum(limiter.waited_seconds for limiter in limiters) == pytest.approx(500.0, abs=1.0)
-    finally:
-        await first.close()
-        await second.close()
+    await asyncio.gather(*(lane(limiter, 40) for limiter in fleet for _ in range(2)))
+    assert len(sent) == 240
+    assert most_in_any_window(sent, limit.period_seconds) == limit.requests
+
+
+async def test_a_lease_is_one_statement_for_a_second_of_requests(stores: list[Store]) -> None:
+    time = FakeTime()
+    ledger = stores[0].rate_ledger(time.clock)
+    limiter = Limiter(BREVO, ledger, crm="brevo", clock=time.clock, sleep=time.sleep)
+    for _ in range(100):
+        await limiter.acquire("/contacts")
+    # One read of the row, then about one compare-and-swap per 10 requests.
+    assert ledger.statements <= 0.15 * 100
+    assert time.now == pytest.approx(99 * 0.1025)  # paced: 10 per 1.025 s
+
+
+async def test_slots_given_back_are_anyones(stores: list[Store]) -> None:
+    time = FakeTime()
+    first, second, _ = workers(stores, time, BREVO)
+    await first.acquire("/contacts")  # leases the rest of this second too
+    await first.release()  # the run ended: 9 unused slots go back
+    sent = [time.now]
+    for _ in range(9):
+        await second.acquire("/contacts")
+        sent.append(time.now)
+    # The second worker uses the given-back time at once, paced, instead of waiting for 1.025 s.
+    assert sent[1] == pytest.approx(0.1025)
+    assert sent[2] == pytest.approx(0.205)
+    assert most_in_any_window(sent, 1.0) <= 10  # sent[0] is the first worker's
+
+
+async def test_a_dead_workers_lease_comes_back_when_it_expires(stores: list[Store]) -> None:
+    time = FakeTime()
+    first, second, _ = workers(stores, time, BREVO)
+    await first.acquire("/contacts")  # then the worker dies, holding 9 slots of this second
+    sent = []
+    for _ in range(20):
+        await second.acquire("/contacts")
+        sent.append(time.now)
+    # Its slots could still be sent until they expire, so the others wait one window, then have it all.
+    assert sent[0] == pytest.approx(1.025)
+    assert most_in_any_window([0.0, *sent], 1.0) <= 10
+
+
+async def test_a_pause_is_shared_and_pauses_never_add_up(stores: list[Store]) -> None:
+    time = FakeTime()
+    first, second, third = workers(stores, time, BREVO)
+    await first.acquire("/contacts")
+    await second.acquire("/contacts")
+    assert time.now == pytest.approx(1.025)
+    # A 429 said: no request until 30 s from now. Reported twice, and by two workers.
+    first.pause(30.0, "/contacts")
+    first.pause(30.0, "/contacts")
+    second.pause(30.0, "/contacts")
+    await first.release()  # (waits for the pauses to be written)
+    await second.release()
+    await third.acquire("/contacts")
+    assert time.now == pytest.approx(31.025)  # once, not three times
+    # A 429 during the pause moves it to its own reset, if later.
+    third.pause(5.0, "/contacts")
+    third.pause(2.0, "/contacts")
+    await third.release()
+    await first.acquire("/contacts")
+    assert time.now == pytest.approx(36.025)
+    # The other bucket was never paused.
+    await second.acquire("/processes/1")
+    assert time.now == pytest.approx(36.025)
+
+
+async def test_polls_of_every_worker_share_the_hourly_bucket(stores: list[Store]) -> None:
+    time = FakeTime()
+    fleet = workers(stores, time, BREVO)
+    polled: list[float] = []
+
+    async def poller(limiter: Limiter) -> None:
+        for _ in range(50):
+            await limiter.acquire("/processes/1")
+            polled.append(time.now)
+
+    await asyncio.gather(*(poller(limiter) for limiter in fleet))
+    assert len(polled) == 150
+    assert 95 <= most_in_any_window(polled, 3600.0) <= 100
 
 
 async def test_sqlite_keeps_the_budget_in_process(sqlite_url: str) -> None:

@@ -28,10 +28,9 @@ from crmsync_core.errors import (
     FatalError,
     RateLimitExhaustedError,
 )
-from crmsync_core.ratelimit import RateLimit, TokenBucket
+from crmsync_core.ratelimit import Limiter, RateLimit
 from crmsync_hubspot import SPEC, FakeHubspot, HubspotAdapter, HubspotSettings
 from crmsync_hubspot.fake import BASE_URL
-from crmsync_hubspot.ratelimit import RollingWindow
 
 NOW = datetime(2026, 11, 5, 15, 30, tzinfo=UTC)
 Push = Callable[..., Any]
@@ -378,7 +377,8 @@ async def test_the_window_adopts_a_smaller_budget_announced_by_hubspot(
         await adapter.push(people(1))
     finally:
         await adapter.aclose()
-    assert adapter.window.limit == RateLimit(50, 10.0)
+    bucket = context.rate_limiter.bucket("/crm/v3/objects/contacts/batch/upsert")  # type: ignore[attr-defined]
+    assert bucket is not None and bucket.limit == RateLimit(50, 10.0)
 
 
 async def test_the_rolling_window_never_sends_more_than_the_budget_in_any_period() -> None:
@@ -388,16 +388,19 @@ async def test_the_rolling_window_never_sends_more_than_the_budget_in_any_period
     async def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    # The token bucket alone would allow 3 at once and 3 more within the period (2 per period).
-    bucket = TokenBucket(RateLimit(3, 10.0), clock=lambda: now[0], sleep=sleep)
-    window = RollingWindow(bucket, RateLimit(3, 10.0), clock=lambda: now[0], sleep=sleep)
+    # A token bucket would allow 3 at once and 3 more within the period.
+    settings = HubspotSettings(
+        api_key="pat-x", sync_rate_limit_requests=3, sync_rate_limit_period_seconds=10
+    )
+    limiter = Limiter(SPEC.limits_for(settings), clock=lambda: now[0], sleep=sleep)
     for _ in range(9):
-        await window.acquire()
+        await limiter.acquire("/crm/v3/objects/contacts/batch/upsert")
         sent.append(now[0])
         now[0] += 0.5
     for start in sent:
         assert sum(start <= t < start + 10.0 for t in sent) <= 3
-    assert sent[3] == pytest.approx(10.1)  # 10 s after the first, plus a 1% margin
+    # 10 s after the end of the first slot (which lasted 1 s: the window was empty) plus the margin
+    assert sent[3] == pytest.approx(11.05)
 
 
 def test_spec_manifest() -> None:

@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .adapter import SPEC, BrevoAdapter, parse_email_report, rate_limit_reset
+    from .adapter import SPEC, BrevoAdapter, parse_email_report, rate_limits
     from .fake import FakeBrevo, ManualClock, make_sandbox
     from .mapping import AttributeNames, BrevoContact, map_contact, normalize_phone
     from .settings import BrevoSettings
@@ -27,7 +27,7 @@ __all__ = [
     "map_contact",
     "normalize_phone",
     "parse_email_report",
-    "rate_limit_reset",
+    "rate_limits",
 ]
 
 # Imported on first use: the ``crmsync`` entry point loads this package to find its plugin, and the
@@ -44,7 +44,7 @@ _LAZY: dict[str, str] = {
     "map_contact": "mapping",
     "normalize_phone": "mapping",
     "parse_email_report": "adapter",
-    "rate_limit_reset": "adapter",
+    "rate_limits": "adapter",
 }
 
 

@@ -24,7 +24,7 @@ from crmsync_core.adapter import AdapterContext
 from crmsync_core.check import CheckContext, CheckResult, SetupAction
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
 from crmsync_core.http import CrmClient
-from crmsync_core.ratelimit import TokenBucket
+from crmsync_core.ratelimit import Limiter
 from crmsync_core.retry import RequestRetry
 
 from .settings import BrevoSettings
@@ -68,7 +68,7 @@ def _client(settings: BrevoSettings, context: AdapterContext) -> CrmClient:
             "BREVO_API_KEY is not set: create a v3 API key in Brevo (SMTP & API > API keys) and set "
             "BREVO_API_KEY"
         )
-    from .adapter import AUTH_HINT, rate_limit_reset
+    from .adapter import AUTH_HINT, LIMIT_HEADERS
 
     key = settings.api_key.get_secret_value()
     return CrmClient(
@@ -78,7 +78,7 @@ def _client(settings: BrevoSettings, context: AdapterContext) -> CrmClient:
         headers={"api-key": key, "accept": "application/json"},
         secrets=[key],
         auth_hint=AUTH_HINT,
-        rate_limit_reset=rate_limit_reset,
+        limit_headers=LIMIT_HEADERS,
     )
 
 
@@ -227,7 +227,7 @@ async def setup(
     With ``dry_run`` nothing is created: the actions say which requests would be sent.
     """
     context = AdapterContext(
-        rate_limiter=TokenBucket(settings.rate_limit(None)),
+        rate_limiter=Limiter(settings.rate_limit(None)),
         request_retry=request_retry or RequestRetry(),
         transport=transport,
     )

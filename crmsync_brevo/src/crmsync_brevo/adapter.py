@@ -41,7 +41,7 @@ from crmsync_core.contacts import (
 )
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.http import CrmClient
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 
 from .fake import make_sandbox
 from .mapping import (
@@ -56,8 +56,6 @@ from .settings import BrevoSettings
 
 #: Brevo accepts import bodies up to 10 MB and recommends staying around 8 MB.
 IMPORT_MAX_BYTES = 8_000_000
-#: the longest wait between two polls of an import
-POLL_MAX_INTERVAL = 15.0
 #: process statuses that mean "not done yet" (``in_process`` is an older spelling of ``processing``)
 _RUNNING = frozenset({"queued", "in_process", "processing"})
 #: ASSUMED end states: the reference's prose names only queued / processing / completed, but Brevo's
@@ -78,24 +76,34 @@ T = TypeVar("T")
 X = TypeVar("X")
 
 
-def rate_limit_reset(response: httpx.Response) -> float | None:
-    """Seconds until Brevo's budget refills, when ``response`` says it is spent.
+#: Brevo's rate-limit headers, on every response (https://developers.brevo.com/docs/limit-headers):
+#: ``x-sib-ratelimit-remaining`` and ``-reset``, "time remaining until the rate limit resets, expressed in
+#: the granularity unit (typically seconds)"; no ``Retry-After``. Whether the reset can be fractional is
+#: UNCONFIRMED: both ``1`` and ``0.25`` are read. The core pauses the request's bucket on a 429 or a
+#: remaining of 0, until that reset.
+LIMIT_HEADERS = LimitHeaders(remaining="x-sib-ratelimit-remaining", reset="x-sib-ratelimit-reset")
 
-    Brevo sends ``x-sib-ratelimit-limit``/``-remaining``/``-reset`` on every response; ``reset`` is
-    "time remaining until the rate limit resets, typically seconds". Whether it can be fractional is
-    UNCONFIRMED: both ``1`` and ``0.25`` are read.
+
+def rate_limits(settings: BrevoSettings) -> RateLimits:
+    """Brevo's general tier (https://developers.brevo.com/docs/api-limits, "General rate limits").
+
+    * ``contacts``: "All endpoints under /v3/contacts/{…}": 10 RPS and 36,000 RPH (``POST /contacts`` and
+      ``POST /contacts/import``). 36,000 per hour is 10 per second for 3,600 seconds, so at most 10 in
+      any second keeps it: one bucket does. ``BREVO_SYNC_RATE_LIMIT_*`` sets it (20 per 1 s on the
+      advanced tier).
+    * ``other``: "All other endpoints": 100 RPH, which includes ``GET /processes/{id}`` (import polling);
+      ``BREVO_OTHER_RATE_LIMIT_PER_HOUR`` sets it (200 on the advanced tier).
+
+    Brevo does not say how it counts within the period (UNCONFIRMED): both are enforced as sliding
+    windows, which keeps a fixed window of any alignment too.
     """
-    try:
-        reset = float(response.headers["x-sib-ratelimit-reset"])
-    except (KeyError, ValueError):
-        return None
-    if response.status_code == 429:
-        return max(reset, 0.0)
-    try:
-        remaining = int(response.headers["x-sib-ratelimit-remaining"])
-    except (KeyError, ValueError):
-        return None
-    return max(reset, 0.0) if remaining <= 0 else None
+    return RateLimits(
+        (
+            Bucket("contacts", 10, 1.0, WindowKind.SLIDING, paths=("/contacts",)),
+            Bucket("other", settings.other_rate_limit_per_hour, 3600.0, WindowKind.SLIDING),
+        ),
+        LIMIT_HEADERS,
+    )
 
 
 def parse_email_report(text: str) -> dict[str, str] | None:
@@ -180,9 +188,10 @@ class BrevoAdapter:
             headers={"api-key": key, "accept": "application/json"},
             secrets=[key],
             auth_hint=AUTH_HINT,
-            rate_limit_reset=rate_limit_reset,
+            limit_headers=LIMIT_HEADERS,
         )
         self._reports: httpx.AsyncClient | None = None
+        self._poll_spacing = 3600.0 / settings.other_rate_limit_per_hour
 
     def __repr__(self) -> str:
         return f"BrevoAdapter(base_url={self._settings.api_base_url!r}, list_id={self._settings.list_id!r})"
@@ -357,7 +366,9 @@ class BrevoAdapter:
                     f"(last status {status!r}); its contacts will be sent again"
                 )
             await self._sleep(min(interval, left))
-            interval = min(interval * 2, max(POLL_MAX_INTERVAL, interval))
+            # Polls count against the ``other`` bucket (100 per hour, shared by every import of the
+            # fleet, which the limiter enforces): one import alone polls at most at its rate.
+            interval = min(interval * 2, max(self._poll_spacing, interval))
 
     async def _import_outcomes(
         self, process_id: int, process: dict[str, Any], chunk: Batch
@@ -519,6 +530,7 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     factory=BrevoAdapter,
     max_batch_size=2000,
     rate_limit=RateLimit(10, 1.0),
+    rate_limits=rate_limits,
     partial_success=True,
     sandbox=make_sandbox,
     check=_check,

@@ -18,6 +18,7 @@ handle the alternatives. Every behaviour, its source and whether it is confirmed
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import csv
 import io
@@ -45,6 +46,9 @@ SANDBOX_BASE_URL = "https://brevo.sandbox/v3"
 SANDBOX_LIST_ID = 2
 REPORT_HOST = "brevo-reports.sandbox"
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
+#: Brevo's general tier caps every endpoint its limits page does not list (``/v3/processes`` included) at
+#: 100 requests per hour (https://developers.brevo.com/docs/api-limits, "All other endpoints")
+OTHER_RATE_LIMIT = RateLimit(100, 3600.0)
 
 #: the attributes of a new Brevo account (EMAIL is an identifier, not listed), plus ScraperSky's:
 #: ``{name: type}`` as ``GET /contacts/attributes`` lists them
@@ -157,6 +161,8 @@ class FakeBrevo:
         api_key: str = DEFAULT_API_KEY,
         lists: tuple[int, ...] = (SANDBOX_LIST_ID,),
         rate_limit: RateLimit | None = None,
+        other_rate_limit: RateLimit | None = OTHER_RATE_LIMIT,
+        window: Literal["sliding", "fixed"] = "sliding",
         clock: Callable[[], float] = time.monotonic,
         import_delay_seconds: float = 1.0,
         import_report: Literal["csv", "counts"] = "csv",
@@ -181,10 +187,21 @@ class FakeBrevo:
         like the addresses Brevo's own validation refuses although they look fine. ``attributes`` are
         the account's contact attributes (``{name: type}``; default: a new account's and ScraperSky's):
         like Brevo, the fake drops any other attribute from the contacts it stores, silently.
+
+        Rate limits, as Brevo's general tier publishes them (https://developers.brevo.com/docs/api-limits):
+        ``rate_limit`` counts every request under ``/v3/contacts`` (10 per second there; ``None`` here:
+        unlimited unless asked), ``other_rate_limit`` every other endpoint, ``GET /v3/processes/{id}``
+        included (100 per hour). How Brevo counts within the period is not published: ``window`` is
+        ``"sliding"`` (the strictest: no period-long span ever holds more) or ``"fixed"`` (windows that
+        start at the first request after the last one ended). Each bucket answers 429 over its limit and
+        sends the ``x-sib-ratelimit-*`` headers on every response
+        (https://developers.brevo.com/docs/limit-headers); there is no ``Retry-After``.
         """
         self.api_key = api_key
         self.lists = set(lists)
         self.rate_limit = rate_limit
+        self.other_rate_limit = other_rate_limit
+        self.window = window
         self.clock = clock
         self.import_delay_seconds = import_delay_seconds
         self.import_report = import_report
@@ -207,14 +224,19 @@ class FakeBrevo:
         self.requests: list[httpx.Request] = []
         #: how many requests were answered 429
         self.rate_limited = 0
+        #: arrival times of the requests each bucket counted (``contacts``, ``other``), 429s included
+        self.arrivals: dict[str, list[float]] = {"contacts": [], "other": []}
         #: the next imports fail (``"failed"``) or never finish (``"stalled"``)
         self.import_outcome: Literal["completed", "failed", "stalled"] = "completed"
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._process_ids = itertools.count(100)
         self._injections: list[_Injection] = []
-        self._window_start: float | None = None
-        self._window_count = 0
+        self._counted: dict[str, collections.deque[float]] = {
+            "contacts": collections.deque(),
+            "other": collections.deque(),
+        }
+        self._window_start: dict[str, float] = {}
         self._reports: dict[str, bytes] = {}
         self._phones: dict[str, str] = {}
 
@@ -324,7 +346,7 @@ class FakeBrevo:
         if request.url.host == REPORT_HOST:
             return self._report(request)
 
-        limit_headers, allowed = self._take_budget()
+        limit_headers, allowed = self._take_budget(request.url.path)
         if not allowed:
             self.rate_limited += 1
             return self._error(429, headers=limit_headers)
@@ -624,22 +646,35 @@ class FakeBrevo:
             return None
         return self.contacts.get(owner)
 
-    def _take_budget(self) -> tuple[dict[str, str], bool]:
-        """Count one request against a fixed window of ``rate_limit.period_seconds``."""
-        limit = self.rate_limit
+    def _take_budget(self, path: str) -> tuple[dict[str, str], bool]:
+        """Count one request against its bucket: ``/v3/contacts*`` or every other endpoint."""
+        bucket = "contacts" if path.startswith(self.base_path + "/contacts") else "other"
+        limit = self.rate_limit if bucket == "contacts" else self.other_rate_limit
         if limit is None:
             return {}, True
         now = self.clock()
-        if self._window_start is None or now >= self._window_start + limit.period_seconds:
-            self._window_start, self._window_count = now, 0
-        allowed = self._window_count < limit.requests
+        self.arrivals[bucket].append(now)
+        counted = self._counted[bucket]
+        period = limit.period_seconds
+        if self.window == "sliding":
+            while counted and counted[0] <= now - period:
+                counted.popleft()
+            start = counted[0] if counted else now
+        else:
+            start = self._window_start.get(bucket, now)
+            if now >= start + period:
+                start = now
+                counted.clear()
+            self._window_start[bucket] = start
+        allowed = len(counted) < limit.requests
         if allowed:
-            self._window_count += 1
-        reset = self._window_start + limit.period_seconds - now
+            counted.append(now)
+            start = counted[0]
+        reset = start + period - now
         # UNCONFIRMED: whether Brevo's reset can be fractional; the fake sends milliseconds.
         return {
             "x-sib-ratelimit-limit": str(limit.requests),
-            "x-sib-ratelimit-remaining": str(limit.requests - self._window_count),
+            "x-sib-ratelimit-remaining": str(limit.requests - len(counted)),
             "x-sib-ratelimit-reset": f"{max(reset, 0.0):.3f}",
         }, allowed
 

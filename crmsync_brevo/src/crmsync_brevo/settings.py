@@ -37,8 +37,12 @@ class BrevoSettings(SyncSettings):
     import_threshold: int = Field(100, ge=1)
     #: an import still running after this long is handed back as a transient failure
     import_timeout_seconds: float = Field(300.0, gt=0)
-    #: first wait between two polls of an import; each later wait doubles, up to 15 s
+    #: first wait between two polls of an import; each later wait doubles, up to the ``other`` bucket's
+    #: spacing (36 s at 100 per hour)
     import_poll_interval_seconds: float = Field(1.0, ge=0)
+    #: Brevo's limit on every endpoint its limits page does not list, ``GET /processes/{id}`` (import
+    #: polling) included: 100 per hour on the general tier, 200 on the advanced tier. Shared by the fleet.
+    other_rate_limit_per_hour: int = Field(100, ge=1)
 
     # The attribute names ScraperSky uses: AttributeNames is the one place they are written.
     attribute_firstname: str = _SCRAPERSKY_NAMES.firstname

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .contacts import Contact, Outcome
-from .ratelimit import RateLimit, RateLimiter, TokenBucket
+from .ratelimit import Limiter, RateLimit, RateLimiter, RateLimits
 from .retry import RequestRetry
 from .settings import DEFAULT_MAX_RESPONSE_BYTES, SyncSettings
 
@@ -71,7 +71,7 @@ class AdapterContext:
         from .retry import NO_WAIT
 
         return cls(
-            rate_limiter=TokenBucket(rate_limit),
+            rate_limiter=Limiter(rate_limit),
             request_retry=request_retry or NO_WAIT,
             transport=transport,
         )
@@ -122,6 +122,9 @@ class AdapterSpec(Generic[SettingsT]):
     #: changing anything; see :mod:`crmsync_core.check`. With ``context.scope == "fields"`` only the
     #: mapped fields are checked (the engine's preflight), as cheaply as the CRM allows.
     check: Callable[[SettingsT, CheckContext], Awaitable[Sequence[CheckResult]]] | None = None
+    #: the CRM's buckets as the settings make them (e.g. Brevo's contacts and other endpoints); ``None``:
+    #: one bucket of ``rate_limit`` for every request. ``{CRM}_SYNC_RATE_LIMIT_*`` overrides the first.
+    rate_limits: Callable[[SettingsT], RateLimits] | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -137,6 +140,13 @@ class AdapterSpec(Generic[SettingsT]):
             raise ValueError(f"adapter {self.name!r}: max_batch_size must be at least 1")
         if not callable(self.factory):
             raise TypeError(f"adapter {self.name!r}: factory must be callable")
+
+    def limits_for(self, settings: SettingsT) -> RateLimits:
+        """The request budget a run with ``settings`` keeps to."""
+        limits = (
+            self.rate_limits(settings) if self.rate_limits else RateLimits.single(self.rate_limit)
+        )
+        return limits.with_primary(settings.rate_limit(None))
 
     @property
     def remote_id_column_name(self) -> str:

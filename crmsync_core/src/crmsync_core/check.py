@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import ValidationError
 
 from .errors import AdapterError, ConfigurationError, CrmsyncError, FatalError, TransientError
-from .ratelimit import RateLimiter, TokenBucket
+from .ratelimit import Limiter, RateLimiter
 from .retry import RequestRetry
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class CheckContext:
     transport: httpx.AsyncBaseTransport | None = None
     request_retry: RequestRetry = field(default_factory=RequestRetry)
     #: the CRM's budget: the engine passes the run's own, so a preflight counts against it
-    rate_limiter: RateLimiter = field(default_factory=lambda: TokenBucket(None))
+    rate_limiter: RateLimiter = field(default_factory=lambda: Limiter(None))
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("crmsync.check"))
 
 
@@ -219,7 +219,7 @@ async def _check_one(
         scope="full",
         transport=transport,
         request_retry=request_retry,
-        rate_limiter=TokenBucket(settings.rate_limit(spec.rate_limit)),
+        rate_limiter=Limiter(settings.rate_limit(spec.rate_limit)),
         logger=logging.getLogger(f"crmsync.{crm}"),
     )
     results += await adapter_checks(spec, settings, context)

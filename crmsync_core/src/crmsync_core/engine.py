@@ -25,9 +25,9 @@ from pydantic import ValidationError
 
 from .adapter import Adapter, AdapterContext, AdapterSpec, collect_outcomes
 from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
-from .errors import ConfigurationError, FatalError, RateLimitExhaustedError
+from .errors import ConfigurationError, FatalError, RateLimitExhaustedError, StoreError
 from .plugins import Registry, default_registry
-from .ratelimit import RateLimit, RateLimiter, SharedRateLimiter, TokenBucket
+from .ratelimit import Limiter, RateLimiter
 from .retry import RequestRetry, RetryPolicy
 from .settings import SyncSettings
 from .status import Event
@@ -166,15 +166,15 @@ class Engine:
                 ) from None
         return self._settings[crm]
 
-    def _limiter(self, crm: str, limit: RateLimit | None, settings: SyncSettings) -> RateLimiter:
+    def _limiter(self, crm: str, spec: AdapterSpec[Any], settings: SyncSettings) -> RateLimiter:
         """The CRM's budget: shared by every worker through the database where it can be, else per process."""
-        if limit is None or not (settings.sync_shared_rate_limit and self.store.shares_rate_limits):
-            return TokenBucket(limit)
-        shared = limit
-        return SharedRateLimiter(
-            reserve=lambda: self.store.reserve_request(crm, shared),
-            share_pause=lambda seconds: self.store.pause_requests(crm, seconds, shared),
+        limits = spec.limits_for(settings)
+        shared = (
+            bool(limits.buckets)
+            and settings.sync_shared_rate_limit
+            and self.store.shares_rate_limits
         )
+        return Limiter(limits, self.store.rate_ledger() if shared else None, crm=crm)
 
     async def run_once(
         self,
@@ -199,9 +199,7 @@ class Engine:
             settings = self.settings_for(crm)
             limiter = self._limiters.get(crm)
             if limiter is None:
-                limiter = self._limiters[crm] = self._limiter(
-                    crm, settings.rate_limit(spec.rate_limit), settings
-                )
+                limiter = self._limiters[crm] = self._limiter(crm, spec, settings)
             waited_before = limiter.waited_seconds
             context = AdapterContext(
                 rate_limiter=limiter,
@@ -253,6 +251,11 @@ class Engine:
                 raise
         finally:
             await adapter.aclose()
+            try:
+                await limiter.release()
+            except StoreError as exc:
+                # Unused slots age out of the window on their own; nothing is lost but a little time.
+                logger.warning("%s: could not give back unused request slots: %s", crm, exc)
             report.rate_limited_seconds = limiter.waited_seconds - waited_before
             report.duration_seconds = time.perf_counter() - started
         if run.fatal is not None:

@@ -2,8 +2,10 @@
 
 :class:`CrmClient` wraps :class:`httpx.AsyncClient` so that each adapter only speaks its CRM's API:
 
-* every request first waits for the CRM's :class:`~crmsync_core.ratelimit.RateLimiter`;
-* a 429 is waited out (``Retry-After``, or the CRM's reset header through ``rate_limit_reset``) without
+* every request first waits for its bucket of the CRM's :class:`~crmsync_core.ratelimit.RateLimiter`;
+* the CRM's rate-limit headers are read the way the adapter's
+  :class:`~crmsync_core.ratelimit.LimitHeaders` says: a 429, or an answer saying nothing is left, pauses
+  the bucket once until the announced reset (never longer, never twice), and a 429 is waited out without
   using up an attempt, up to :attr:`RequestRetry.max_rate_limit_wait`;
 * timeouts, dropped connections, 408, 425 and 5xx are retried with tenacity, then raised as
   :class:`~crmsync_core.errors.TransientError`;
@@ -33,6 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from .adapter import AdapterContext
 from .errors import AuthenticationError, MalformedResponseError, TransientError
+from .ratelimit import LimitHeaders, read_headers
 
 TRANSIENT_STATUSES = frozenset({408, 425}) | frozenset(range(500, 600))
 SNIPPET_LENGTH = 200
@@ -174,20 +177,21 @@ class CrmClient:
         secrets: Iterable[str | None] = (),
         auth_hint: str,
         timeout: float = 30.0,
-        rate_limit_reset: Callable[[httpx.Response], float | None] | None = None,
+        limit_headers: LimitHeaders | None = None,
         inspect: Callable[[httpx.Response], None] | None = None,
     ) -> None:
         """
         ``auth_hint`` says what to fix when the CRM answers 401 or 403 (e.g. "set BREVO_API_KEY to a v3
-        API key"). ``rate_limit_reset(response)`` returns the seconds until the CRM's budget refills when the
-        response says it is spent, else ``None``. ``inspect(response)`` runs on every response before the
-        generic handling and may raise (e.g. HubSpot's daily limit is fatal, not a 429 to wait out).
+        API key"). ``limit_headers`` names the headers in which the CRM announces its budget.
+        ``inspect(response)`` runs on every response before the generic handling and may raise (e.g.
+        HubSpot's daily limit is fatal, not a 429 to wait out).
         """
         self.crm = crm
         self.context = context
         self.redact = Redactor(secrets)
         self._auth_hint = auth_hint
-        self._rate_limit_reset = rate_limit_reset
+        self._limit_headers = limit_headers or LimitHeaders()
+        self._base_path = httpx.URL(base_url).path.rstrip("/")
         self._inspect = inspect
         _install_log_filter()
         self._http = httpx.AsyncClient(
@@ -252,7 +256,7 @@ class CrmClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._send_within_rate_limit(build)
+                    return await self._send_within_rate_limit(build, self._path(url))
         except _RetryableResponse as exc:
             tries = policy.attempts
             raise TransientError(
@@ -273,11 +277,21 @@ class CrmClient:
     def _where(self, request: httpx.Request) -> str:
         return f"{request.method} {request.url.path}"
 
-    async def _send_within_rate_limit(self, build: Callable[[], httpx.Request]) -> httpx.Response:
+    def _path(self, url: str | httpx.URL) -> str:
+        """The request's path relative to the base URL: what buckets' prefixes match."""
+        parsed = httpx.URL(url)
+        path = parsed.path
+        if parsed.is_absolute_url and self._base_path and path.startswith(self._base_path):
+            path = path[len(self._base_path) :]
+        return path if path.startswith("/") else "/" + path
+
+    async def _send_within_rate_limit(
+        self, build: Callable[[], httpx.Request], path: str
+    ) -> httpx.Response:
         limiter = self.context.rate_limiter
         rate_limited_for = 0.0
         while True:
-            await limiter.acquire()
+            await limiter.acquire(path)
             request = build()
             started = time.perf_counter()
             try:
@@ -301,26 +315,35 @@ class CrmClient:
                 response.status_code,
                 (time.perf_counter() - started) * 1000,
             )
-            reset = self._rate_limit_reset(response) if self._rate_limit_reset else None
-            if reset is not None and reset > 0:
-                limiter.pause(reset)
             if self._inspect is not None:
                 self._inspect(response)
             status = response.status_code
+            said = read_headers(self._limit_headers, response.headers)
+            if said.limit is not None:
+                limiter.announce(said.limit, path)
             if status == 429:
                 wait = parse_retry_after(response.headers.get("retry-after"))
                 if wait is None:
-                    wait = reset if reset is not None else self.context.request_retry.backoff(1)
+                    wait = said.reset
+                if wait is None:
+                    # The CRM did not say when: its window frees as old requests age out.
+                    wait = self.context.request_retry.backoff(1)
                 if rate_limited_for + wait <= self.context.request_retry.max_rate_limit_wait:
-                    # A rate limit is waited out here and never counted as a failed attempt.
+                    # One pause per answer, shared with the fleet; waited out in acquire() and never
+                    # counted as a failed attempt.
                     rate_limited_for += wait
-                    limiter.pause(wait)
+                    limiter.pause(wait, path)
                     continue
+                limiter.pause(wait, path)
                 raise TransientError(
                     f"{self.crm}: rate limited on {self._where(request)} for more than "
                     f"{self.context.request_retry.max_rate_limit_wait:.0f} s",
                     retry_after=wait,
                 )
+            if said.exhausted and said.reset and self._limit_headers.pause_when_exhausted:
+                # The reset counts from when the CRM answered, about when the request left: counted
+                # from now, the pause would outlast the window by this process's own delays.
+                limiter.pause(said.reset - (time.perf_counter() - started), path)
             if status in (401, 403):
                 raise AuthenticationError(
                     f"{self.crm} refused the credentials (HTTP {status} on {self._where(request)}): "

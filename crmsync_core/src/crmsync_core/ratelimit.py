@@ -1,12 +1,67 @@
-"""Request budgets. One :class:`RateLimiter` per CRM is shared by every request the CRM's adapter sends."""
+"""Request budgets: one model for every CRM, enforced in process or shared by a fleet through the database.
+
+A CRM declares its budget as :class:`RateLimits`: one or more :class:`Bucket` (a window kind, a size, a
+period, and the request paths it covers) and :class:`LimitHeaders`, the names of the headers in which the
+CRM announces what is left. Settings override the first bucket (``{CRM}_SYNC_RATE_LIMIT_*``).
+
+A :class:`Limiter` hands out **send slots**: each slot is a span ``[start, end)`` (on the ledger's clock) in
+which one request may be sent. Slots come from a ledger in blocks (a *lease*): the in-process
+:class:`MemoryLedger`, or the store's PostgreSQL ledger shared by every worker on every machine. A slot
+starts at least ``period + margin`` after the end of every slot ``limit`` or more places before it
+(:func:`issue_slots`), so no ``limit + 1`` sends fit in one period: the requests of every worker together
+never put more than ``limit`` requests into any window of ``period``, wherever that window starts. A slot
+lasts ``tolerance`` (15 ms of a 1 s window) while the bucket is busy, longer while it is far from full.
+That one rule covers every window kind:
+
+* sliding (rolling) window of N per P: exactly the rule;
+* fixed window of N per P: any fixed window is one of the sliding windows, so it holds too, whatever the
+  CRM's window alignment (which we rarely know);
+* token bucket of burst B refilling at r/s: N = B, P = B / r keeps at most B + r * t requests in any
+  interval of length t, which is what a token bucket allows.
+
+The long-run rate is N / (P + tolerance + margin): 97.5 % of a 1-second window, 99 % of a 10-second one.
+``margin`` (10 ms of a 1 s window) covers the varying delay between sending and the CRM counting.
+
+A lease costs one statement on PostgreSQL (a compare-and-swap of the bucket's row), and covers about a
+second of requests, so a worker sending 10 requests a second makes about one statement a second. Slots a
+worker did not use (expired, or held when the run ends) go back to the ledger with its next statement;
+the slots of a worker that died simply age out of the window.
+
+A 429, or a response saying nothing is left, pauses the bucket until the reset the CRM announced: a pause
+is a moment, never a debt, so pauses never add up (the latest announced reset wins), and it is written to
+the ledger so that every worker holds off.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
+import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+logger = logging.getLogger("crmsync.ratelimit")
+
+#: a request must leave within this share of the period after its slot time (max 50 ms): how late an
+#: event loop may wake up before the slot is given up
+TOLERANCE_SHARE = 0.015
+TOLERANCE_MAX = 0.05
+#: the longest a busy slot lasts however late the event loop wakes (60 ms: 94 % of a 1 s window)
+MAX_TOLERANCE = 0.06
+#: extra spacing for the varying delay between sending and the CRM counting (max 50 ms)
+MARGIN_SHARE = 0.01
+MARGIN_MAX = 0.05
+#: a lease covers about this many seconds of a bucket's rate
+LEASE_SECONDS = 1.0
+#: the most slots in one lease (1,000 requests a second: 4 statements a second)
+MAX_LEASE = 256
+#: the most a lease's slots start after it was asked for (they start after its round trip)
+MAX_LEAD = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,127 +80,529 @@ class RateLimit:
         return self.requests / self.period_seconds
 
 
+class WindowKind(enum.StrEnum):
+    """How a CRM counts: all are enforced by the same slot rule (see the module docstring)."""
+
+    FIXED = "fixed"
+    SLIDING = "sliding"
+    TOKEN_BUCKET = "token_bucket"  # noqa: S105 - not a password
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One budget of a CRM: at most ``requests`` per ``period_seconds``, counted the ``kind`` way.
+
+    ``paths`` are the request path prefixes (relative to the client's base URL) it covers; an empty tuple
+    covers every request that no other bucket claims. For a token bucket, ``requests`` is the burst and
+    ``period_seconds`` the time it takes to refill it.
+    """
+
+    name: str
+    requests: int
+    period_seconds: float
+    kind: WindowKind = WindowKind.SLIDING
+    paths: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        RateLimit(self.requests, self.period_seconds)  # the same validation
+
+    @property
+    def limit(self) -> RateLimit:
+        return RateLimit(self.requests, self.period_seconds)
+
+    @property
+    def tolerance(self) -> float:
+        return min(TOLERANCE_SHARE * self.period_seconds, TOLERANCE_MAX)
+
+    @property
+    def margin(self) -> float:
+        return min(MARGIN_SHARE * self.period_seconds, MARGIN_MAX)
+
+    @property
+    def gap(self) -> float:
+        """The least time between a slot and the one ``requests`` slots after it, at the ceiling."""
+        return self.period_seconds + self.tolerance + self.margin
+
+    def covers(self, path: str) -> bool:
+        return any(path.startswith(prefix) for prefix in self.paths)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitHeaders:
+    """Where a CRM announces its budget in its responses (header names, any letter case).
+
+    ``reset`` is seconds until the budget refills (a value above 10^9 is read as a Unix time);
+    ``reset_milliseconds`` says it counts milliseconds. ``limit`` and ``interval_milliseconds`` announce
+    the budget itself: a smaller one than configured is adopted. ``pause_when_exhausted``: a
+    ``remaining`` of 0 pauses the bucket until the reset (only meaningful with a ``reset`` header).
+    """
+
+    remaining: str | None = None
+    reset: str | None = None
+    reset_milliseconds: bool = False
+    limit: str | None = None
+    interval_milliseconds: str | None = None
+    pause_when_exhausted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """What one response said about the budget."""
+
+    #: seconds until the budget refills, when the response said
+    reset: float | None = None
+    #: the response said no request is left
+    exhausted: bool = False
+    #: the budget the CRM announced
+    limit: RateLimit | None = None
+
+
+def read_headers(
+    spec: LimitHeaders, headers: Mapping[str, str], *, now: float | None = None
+) -> Announcement:
+    """Read ``headers`` (an ``httpx.Headers`` or any case-insensitive mapping) the ``spec`` way."""
+    reset: float | None = None
+    if spec.reset and (raw := headers.get(spec.reset)) is not None:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            if value > 1e9:  # a Unix time (Mautic's X-RateLimit-Reset)
+                value -= now if now is not None else time.time()
+            elif spec.reset_milliseconds:
+                value /= 1000
+            reset = max(0.0, value)
+    exhausted = False
+    if spec.remaining and (raw := headers.get(spec.remaining)) is not None:
+        with contextlib.suppress(ValueError):
+            exhausted = int(float(raw)) <= 0
+    limit: RateLimit | None = None
+    if spec.limit and spec.interval_milliseconds:
+        try:
+            requests = int(headers.get(spec.limit, ""))
+            interval = float(headers.get(spec.interval_milliseconds, "")) / 1000
+            if requests >= 1 and interval > 0:
+                limit = RateLimit(requests, interval)
+        except ValueError:
+            pass
+    return Announcement(reset=reset, exhausted=exhausted, limit=limit)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """A CRM's whole budget: its buckets and how it announces them."""
+
+    buckets: tuple[Bucket, ...] = ()
+    headers: LimitHeaders = field(default_factory=LimitHeaders)
+
+    def __post_init__(self) -> None:
+        names = [b.name for b in self.buckets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"bucket names must be unique, got {names}")
+
+    @classmethod
+    def single(
+        cls, limit: RateLimit | None, *, kind: WindowKind = WindowKind.SLIDING, name: str = "all"
+    ) -> RateLimits:
+        """One bucket for every request (``None``: no limit)."""
+        if limit is None:
+            return cls()
+        return cls((Bucket(name, limit.requests, limit.period_seconds, kind),))
+
+    @property
+    def primary(self) -> Bucket | None:
+        """The first bucket: the one ``{CRM}_SYNC_RATE_LIMIT_*`` sets."""
+        return self.buckets[0] if self.buckets else None
+
+    def with_primary(self, limit: RateLimit | None) -> RateLimits:
+        """These limits with the first bucket set to ``limit`` (``None`` keeps them unchanged)."""
+        if limit is None:
+            return self
+        if not self.buckets:
+            return replace(self, buckets=(Bucket("all", limit.requests, limit.period_seconds),))
+        first = replace(
+            self.buckets[0], requests=limit.requests, period_seconds=limit.period_seconds
+        )
+        return replace(self, buckets=(first, *self.buckets[1:]))
+
+    def bucket_for(self, path: str) -> Bucket | None:
+        """The bucket a request to ``path`` counts against: the first whose prefixes match it, else the
+        first catch-all bucket, else none (unlimited)."""
+        for bucket in self.buckets:
+            if bucket.paths and bucket.covers(path):
+                return bucket
+        for bucket in self.buckets:
+            if not bucket.paths:
+                return bucket
+        return None
+
+
+# -- the slot rule --------------------------------------------------------------------------------------
+
+
+#: one send slot: a request may leave at ``start`` or later, but before ``end``
+Slot = tuple[float, float]
+
+
+def issue_slots(
+    held: Sequence[Slot],
+    count: int,
+    *,
+    bucket: Bucket,
+    start: float,
+    validity: float | None = None,
+) -> list[Slot]:
+    """``count`` new slots, none before ``start`` nor before the latest of ``held`` (sorted by start).
+
+    The rule: a slot starts at least ``period + margin`` after the *end* of every slot ``requests`` or more
+    places before it, so that no ``requests + 1`` sends, each within its slot, fit in one period. A slot is
+    valid for ``tolerance`` while the bucket is busy (what keeps the long-run rate near the ceiling),
+    and for up to a second while fewer than half of its requests were issued in the last period (a
+    worker far below the limit then never wastes a slot for waking late). Pure: the ledgers keep ``held``.
+    """
+    limit, period = bucket.requests, bucket.period_seconds
+    after = period + bucket.margin
+    recent = sum(1 for a, _ in held if a > start - period)
+    busy = validity if validity is not None else bucket.tolerance
+    busy = min(max(busy, bucket.tolerance), period)
+    far_from_full = recent + count <= limit / 2
+    validity = max(busy, min(LEASE_SECONDS, period / 2)) if far_from_full else busy
+    combined = list(held)
+    # the latest end among slots at least ``limit`` places back, as the list grows
+    reach = -math.inf
+    for _start, e in combined[: max(0, len(combined) - limit + 1)]:
+        reach = max(reach, e)
+    # While busy, slots are also paced at the long-run rate: a burst of slots at one instant, each
+    # valid for a few milliseconds, would mostly expire before the requests that wait for them are sent.
+    pace = (period + validity + bucket.margin) / limit if validity == busy else 0.0
+    issued: list[Slot] = []
+    for _ in range(count):
+        at = max(start, combined[-1][0] + pace) if combined else start
+        at = max(at, reach + after)
+        slot = (at, at + validity)
+        combined.append(slot)
+        issued.append(slot)
+        if len(combined) >= limit:
+            reach = max(reach, combined[len(combined) - limit][1])
+    return issued
+
+
+def prune(held: Sequence[Slot], start: float, bucket: Bucket) -> list[Slot]:
+    """The slots that can still hold back a slot starting at ``start`` or later."""
+    before = start - bucket.period_seconds - bucket.margin
+    return [slot for slot in held if slot[1] >= before]
+
+
+def remove(held: Sequence[Slot], returned: Sequence[Slot]) -> list[Slot]:
+    """``held`` without one occurrence of each of ``returned`` (slots a worker did not use)."""
+    left = list(held)
+    for slot in returned:
+        with contextlib.suppress(ValueError):  # already pruned
+            left.remove(slot)
+    return left
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Slots a ledger issued, on its own clock."""
+
+    slots: list[Slot]
+    #: the bucket is paused until then (ledger clock); 0 when not paused
+    paused_until: float
+    #: the ledger's clock when it issued them
+    now: float
+
+
+class Ledger(Protocol):
+    """Where slots are issued: in this process, or in the database for the whole fleet."""
+
+    def now(self) -> float:
+        """The ledger's clock (for the database: its clock as estimated here)."""
+        ...
+
+    async def lease(
+        self,
+        key: str,
+        bucket: Bucket,
+        count: int,
+        returned: Sequence[Slot],
+        not_before: float,
+        validity: float | None = None,
+    ) -> Lease:
+        """Issue ``count`` slots of ``bucket`` at ``not_before`` or later (ledger clock, a guess of the
+        caller's), first taking back ``returned`` unused slots. ``validity``: how long a slot lasts
+        while the bucket is busy (default: the bucket's tolerance)."""
+        ...
+
+    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
+        """Take back unused slots so that other workers may use the time."""
+        ...
+
+    async def pause(self, key: str, bucket: Bucket, until: float) -> None:
+        """Issue no slot before ``until`` (ledger clock); a later pause wins, pauses never add up."""
+        ...
+
+
+class MemoryLedger:
+    """The ledger of one process (SQLite, tests, or ``{CRM}_SYNC_SHARED_RATE_LIMIT=false``)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._held: dict[str, list[Slot]] = {}
+        self._paused: dict[str, float] = {}
+
+    def now(self) -> float:
+        return self.clock()
+
+    async def lease(
+        self,
+        key: str,
+        bucket: Bucket,
+        count: int,
+        returned: Sequence[Slot],
+        not_before: float,
+        validity: float | None = None,
+    ) -> Lease:
+        now = self.clock()
+        paused = self._paused.get(key, 0.0)
+        start = max(now, not_before, paused)
+        held = prune(remove(self._held.get(key, []), returned), start, bucket)
+        slots = issue_slots(held, count, bucket=bucket, start=start, validity=validity)
+        self._held[key] = held + slots
+        return Lease(slots, paused, now)
+
+    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
+        self._held[key] = remove(self._held.get(key, []), returned)
+
+    async def pause(self, key: str, bucket: Bucket, until: float) -> None:
+        self._paused[key] = max(self._paused.get(key, 0.0), until)
+
+
+# -- the limiter ------------------------------------------------------------------------------------------
+
+
 @runtime_checkable
 class RateLimiter(Protocol):
-    """What adapters (through :class:`crmsync_core.http.CrmClient`) use to stay within a CRM's budget."""
+    """What :class:`crmsync_core.http.CrmClient` uses to stay within a CRM's budget."""
 
-    async def acquire(self) -> None:
-        """Wait until one more request may be sent."""
+    async def acquire(self, path: str = "") -> None:
+        """Wait until one more request to ``path`` may be sent."""
 
-    def pause(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` (the CRM said its budget is spent until then)."""
+    def pause(self, seconds: float, path: str = "") -> None:
+        """Send nothing to ``path``'s bucket for ``seconds`` (the CRM said its budget is spent)."""
+
+    def announce(self, limit: RateLimit, path: str = "") -> None:
+        """The CRM announced its budget for ``path``: never send more than it allows."""
+
+    async def release(self) -> None:
+        """Give back the slots not used (the end of a run)."""
 
     @property
     def waited_seconds(self) -> float:
         """Total time callers spent waiting in :meth:`acquire`."""
 
 
-class TokenBucket:
-    """An in-process token bucket: bursts of up to ``limit.requests``, then ``limit.per_second``.
+@dataclass(slots=True)
+class _State:
+    bucket: Bucket | None
+    key: str
+    slots: deque[Slot] = field(default_factory=deque)
+    unused: list[Slot] = field(default_factory=list)
+    paused_until: float = 0.0  # ledger clock
+    lease_size: int = 1
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    prefetch: asyncio.Task[None] | None = None
+    used: int = 0  # slots sent since the last lease
 
-    ``None`` means no limit (waits only while paused). Waiters are served in arrival order.
+
+class Limiter:
+    """A CRM's :class:`RateLimits`, enforced with slots from a :class:`Ledger` (see the module docstring).
+
+    ``ledger`` defaults to a :class:`MemoryLedger` on ``clock``. Requests to each bucket are served in
+    arrival order. ``statements`` counts the ledger calls (each one database statement when shared).
     """
 
     def __init__(
         self,
-        limit: RateLimit | None,
+        limits: RateLimits | RateLimit | None,
+        ledger: Ledger | None = None,
         *,
+        crm: str = "crm",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.limit = limit
-        self._clock = clock
+        if not isinstance(limits, RateLimits):
+            limits = RateLimits.single(limits)
+        self.limits = limits
+        self.crm = crm
+        self.ledger: Ledger = ledger if ledger is not None else MemoryLedger(clock)
+        self.shared = ledger is not None and not isinstance(ledger, MemoryLedger)
         self._sleep = sleep
-        self._tokens = float(limit.requests) if limit else 0.0
-        self._updated = clock()
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
+        self._states: dict[str, _State] = {}
         self._waited = 0.0
-
-    @property
-    def waited_seconds(self) -> float:
-        return self._waited
-
-    def pause(self, seconds: float) -> None:
-        if seconds > 0:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
-            self._tokens = 0.0
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                if now < self._paused_until:
-                    await self._wait(self._paused_until - now)
-                    continue
-                if self.limit is None:
-                    return
-                self._tokens = min(
-                    float(self.limit.requests),
-                    self._tokens + (now - self._updated) * self.limit.per_second,
-                )
-                self._updated = now
-                # The tolerance keeps float rounding from turning into waits too short to move a clock.
-                if self._tokens >= 1.0 - 1e-9:
-                    self._tokens = max(0.0, self._tokens - 1.0)
-                    return
-                await self._wait((1.0 - self._tokens) / self.limit.per_second)
-
-    async def _wait(self, seconds: float) -> None:
-        self._waited += seconds
-        await self._sleep(seconds)
-
-    def __repr__(self) -> str:
-        return f"TokenBucket({self.limit!r})"
-
-
-class SharedRateLimiter:
-    """A budget shared by every worker on every machine, kept in the database.
-
-    ``reserve()`` takes one request from the shared budget in one statement and returns how long to wait
-    before sending it (a reservation: callers queue behind each other in the database, not in memory).
-    ``share_pause(seconds)`` tells the other workers that the CRM said its budget is spent.
-    """
-
-    def __init__(
-        self,
-        reserve: Callable[[], Awaitable[float]],
-        share_pause: Callable[[float], Coroutine[Any, Any, None]],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._reserve = reserve
-        self._share_pause = share_pause
-        self._clock = clock
-        self._sleep = sleep
-        self._paused_until = 0.0
-        self._waited = 0.0
+        self._lead = 0.0
+        self._late = 0.0  # how late after a slot's start requests leave (moving average)
+        #: ledger calls (each one database statement when shared), and slots that expired unused
+        self.statements = 0
+        self.expired = 0
         self._pending: set[asyncio.Task[None]] = set()
 
+    def __repr__(self) -> str:
+        buckets = ", ".join(
+            f"{b.name}={b.requests}/{b.period_seconds:g}s" for b in self.limits.buckets
+        )
+        return f"Limiter({self.crm}: {buckets or 'unlimited'}{', shared' if self.shared else ''})"
+
+    @property
+    def limit(self) -> RateLimit | None:
+        """The first bucket's budget."""
+        primary = self.limits.primary
+        return primary.limit if primary else None
+
     @property
     def waited_seconds(self) -> float:
         return self._waited
 
-    def pause(self, seconds: float) -> None:
+    def _state(self, path: str) -> _State:
+        bucket = self.limits.bucket_for(path)
+        name = bucket.name if bucket else "*"
+        state = self._states.get(name)
+        if state is None:
+            state = self._states[name] = _State(bucket, f"{self.crm}:{name}")
+            if bucket is not None:
+                state.lease_size = self._lease_size(bucket)
+        return state
+
+    @staticmethod
+    def _lease_size(bucket: Bucket) -> int:
+        wanted = math.ceil(bucket.limit.per_second * LEASE_SECONDS)
+        return max(1, min(bucket.requests, wanted, MAX_LEASE))
+
+    def _now(self) -> float:
+        # Slots are moments on the ledger's clock: the database's, for a fleet.
+        return self.ledger.now()
+
+    def bucket(self, path: str = "") -> Bucket | None:
+        """The bucket requests to ``path`` count against, with any smaller budget the CRM announced."""
+        return self._state(path).bucket
+
+    async def acquire(self, path: str = "") -> None:
+        state = self._state(path)
+        async with state.lock:
+            while True:
+                now = self._now()
+                if state.bucket is None:
+                    if now >= state.paused_until:
+                        return
+                    await self._wait(state.paused_until - now)
+                    continue
+                while state.slots and max(now, state.paused_until) >= state.slots[0][1]:
+                    state.unused.append(state.slots.popleft())
+                    self.expired += 1
+                if not state.slots:
+                    if state.prefetch is not None:
+                        await asyncio.shield(state.prefetch)
+                    else:
+                        await self._lease(state, now)
+                    continue
+                at = max(state.slots[0][0], state.paused_until)
+                if at > now:
+                    await self._wait(at - now)
+                    continue
+                slot = state.slots.popleft()
+                state.used += 1
+                self._late = 0.9 * self._late + 0.1 * (now - slot[0])
+                self._prefetch_if_running_low(state, now)
+                return
+
+    def _prefetch_if_running_low(self, state: _State, now: float) -> None:
+        """Lease the next block in the background before this one runs out, so that no request waits
+        for the database's round trip."""
+        if state.prefetch is not None:
+            return
+        low = len(state.slots) <= max(1, state.lease_size // 4)
+        ending = bool(state.slots) and state.slots[-1][1] - now < 2 * self._lead + 0.01
+        if not (low or ending):
+            return
+
+        async def prefetch() -> None:
+            try:
+                await self._lease(state, self._now())
+            except Exception as exc:  # the next acquire leases again, and raises
+                logger.warning("%s: could not lease request slots ahead: %s", self.crm, exc)
+            finally:
+                state.prefetch = None
+
+        state.prefetch = asyncio.get_running_loop().create_task(prefetch())
+
+    async def _lease(self, state: _State, now: float) -> None:
+        assert state.bucket is not None
+        returned, state.unused = state.unused, []
+        if len(returned) > state.used:
+            # Slots went unused: lease about twice what was sent since the last lease (a worker far
+            # below the limit keeps its leases, and the shared row, small).
+            state.lease_size = max(1, min(self._lease_size(state.bucket), 2 * state.used))
+        else:
+            state.lease_size = self._lease_size(state.bucket)
+        state.used = 0
+        self.statements += 1
+        # New slots start after the lease's own round trip, or they would be stale on arrival.
+        not_before = max(now + self._lead, state.paused_until)
+        # Slots last long enough for how late this event loop wakes up (3x its recent lateness), which
+        # costs a little of the ceiling on a busy machine instead of most of it.
+        validity = min(max(state.bucket.tolerance, 3 * self._late), MAX_TOLERANCE)
+        lease = await self.ledger.lease(
+            state.key, state.bucket, state.lease_size, returned, not_before, validity
+        )
+        took = self._now() - now
+        self._lead = min(0.8 * self._lead + 0.2 * 1.5 * took, MAX_LEAD)
+        state.paused_until = max(state.paused_until, lease.paused_until)
+        state.slots.extend(lease.slots)
+
+    def pause(self, seconds: float, path: str = "") -> None:
         if seconds <= 0:
             return
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
-        task = asyncio.get_running_loop().create_task(self._share_pause(seconds))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        state = self._state(path)
+        until = self._now() + seconds
+        if until <= state.paused_until:
+            return  # already paused at least that long: pauses never add up
+        state.paused_until = until
+        if state.slots and until <= state.slots[0][0]:
+            # The window frees before this worker's next slot anyway (the usual ``remaining: 0`` of a
+            # worker at the ceiling): the slots already keep every worker out, no statement needed.
+            return
+        if state.bucket is not None and self.shared:
+            self.statements += 1
+            task = asyncio.get_running_loop().create_task(
+                self.ledger.pause(state.key, state.bucket, until)
+            )
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
-    async def acquire(self) -> None:
-        local = self._paused_until - self._clock()
-        if local > 0:
-            await self._wait(local)
-        wait = await self._reserve()
-        if wait > 0:
-            await self._wait(wait)
+    def announce(self, limit: RateLimit, path: str = "") -> None:
+        state = self._state(path)
+        bucket = state.bucket
+        if bucket is None or limit.per_second >= bucket.limit.per_second:
+            return
+        state.bucket = replace(bucket, requests=limit.requests, period_seconds=limit.period_seconds)
+        state.lease_size = min(state.lease_size, self._lease_size(state.bucket))
+
+    async def release(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        for state in self._states.values():
+            if state.bucket is None:
+                continue
+            async with state.lock:
+                if state.prefetch is not None:
+                    await asyncio.shield(state.prefetch)
+                returned = [*state.unused, *state.slots]
+                state.unused, state.slots = [], deque()
+                if returned:
+                    self.statements += 1
+                    await self.ledger.give_back(state.key, state.bucket, returned)
 
     async def _wait(self, seconds: float) -> None:
         self._waited += seconds
         await self._sleep(seconds)
-
-    def __repr__(self) -> str:
-        return "SharedRateLimiter()"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .adapter import AdapterContext
 from .errors import ConfigurationError, CrmsyncError, FatalError
-from .ratelimit import TokenBucket
+from .ratelimit import Limiter
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -88,7 +88,7 @@ async def _configuration_problem(engine: Engine, crm: str) -> str | None:
     try:
         spec = engine.registry.get(crm)
         settings = engine.settings_for(crm)
-        adapter = spec.factory(settings, AdapterContext(rate_limiter=TokenBucket(None)))
+        adapter = spec.factory(settings, AdapterContext(rate_limiter=Limiter(None)))
     except (ConfigurationError, FatalError) as exc:
         return str(exc)
     await adapter.aclose()

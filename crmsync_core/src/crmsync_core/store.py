@@ -12,8 +12,10 @@ Queue operations take an optional ``connection``: given one, they run inside the
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +30,7 @@ from .contacts import Contact, ContactId
 from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError, StoreError
 from .filters import ContactFilter
 from .layout import CONTACT_FIELDS, CrmColumns, Layout
-from .ratelimit import RateLimit
+from .ratelimit import Bucket, Lease, Slot, issue_slots, prune, remove
 from .status import SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
@@ -299,19 +301,170 @@ def scrapersky_migration_sql(table: str = "contacts") -> str:
     return "\n".join(lines) + "\n"
 
 
-RATE_LIMIT_TABLE = "crmsync_rate_limits"
+RATE_LIMIT_TABLE = "crmsync_rate_slots"
 
 
 def rate_limit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
-    """crmsync's own table of shared request budgets, one row per CRM (PostgreSQL only)."""
+    """crmsync's own table of shared request budgets, one row per CRM bucket (PostgreSQL only).
+
+    ``slots`` holds the send slots issued within the last window, as start, end, start, end, ... (epoch
+    seconds, the database's clock),
+    ``paused_until`` the end of the latest pause the CRM announced, ``version`` makes each change a
+    compare-and-swap (see :class:`crmsync_core.ratelimit.Limiter`).
+    """
     return sa.Table(
         RATE_LIMIT_TABLE,
         metadata or sa.MetaData(),
-        sa.Column("crm", sa.String(64), primary_key=True),
-        sa.Column("tokens", sa.Float, nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("key", sa.String(160), primary_key=True),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("slots", postgresql.ARRAY(postgresql.DOUBLE_PRECISION), nullable=False),
+        sa.Column("paused_until", postgresql.DOUBLE_PRECISION, nullable=False),
         schema=schema,
     )
+
+
+@dataclass(slots=True)
+class _SlotRow:
+    version: int
+    slots: list[Slot]
+    paused_until: float
+
+
+def _pairs(flat: Sequence[float]) -> list[Slot]:
+    return [(float(flat[i]), float(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
+
+
+def _flat(slots: Sequence[Slot]) -> list[float]:
+    return [t for slot in slots for t in slot]
+
+
+class SlotLedger:
+    """The fleet's :class:`~crmsync_core.ratelimit.Ledger`: slots kept in :data:`RATE_LIMIT_TABLE`.
+
+    Each worker keeps the last row it saw; a lease or a give-back is one ``UPDATE ... WHERE version = v``
+    computed from it, and only when another worker changed the row in between does it read the row again
+    (one more statement). Times are the database's clock (``clock_timestamp()``), which every machine
+    shares; ``clock`` replaces it in tests.
+    """
+
+    def __init__(self, store: Store, clock: Callable[[], float] | None = None) -> None:
+        self._store = store
+        self._clock = clock
+        self._rows: dict[str, _SlotRow] = {}
+        self._offset: float | None = None  # database clock minus time.monotonic()
+        self._best_round_trip = math.inf
+        #: statements sent (for the benchmarks)
+        self.statements = 0
+
+    def now(self) -> float:
+        """The database's clock, as estimated from the answers with the shortest round trips."""
+        if self._clock is not None:
+            return self._clock()
+        return time.monotonic() + (self._offset or 0.0)
+
+    def _db_now(self, table: sa.Table) -> Any:
+        if self._clock is not None:
+            return sa.literal(self._clock(), postgresql.DOUBLE_PRECISION)
+        return sa.extract("epoch", sa.func.clock_timestamp())
+
+    def _saw(self, db_now: float, sent: float) -> None:
+        # The database read its clock somewhere within the round trip: the shorter the round trip (a
+        # busy event loop lengthens it), the better the estimate. Older best round trips slowly age.
+        received = time.monotonic()
+        round_trip = received - sent
+        self._best_round_trip *= 1.05
+        if self._clock is None and round_trip <= self._best_round_trip:
+            self._best_round_trip = round_trip
+            self._offset = float(db_now) - (sent + received) / 2
+
+    async def _read(self, key: str) -> _SlotRow:
+        table = await self._store._rate_limit_table()
+        statement = (
+            postgresql.insert(table)
+            .values(key=key, version=0, slots=[], paused_until=0.0)
+            .on_conflict_do_update(index_elements=[table.c.key], set_={"version": table.c.version})
+            .returning(table.c.version, table.c.slots, table.c.paused_until, self._db_now(table))
+        )
+        sent = time.monotonic()
+        self.statements += 1
+        async with self._store._transaction(None) as conn:
+            version, slots, paused, db_now = (await conn.execute(statement)).one()
+        self._saw(db_now, sent)
+        row = self._rows[key] = _SlotRow(int(version), _pairs(slots), float(paused))
+        return row
+
+    async def _swap(self, key: str, row: _SlotRow, slots: list[Slot]) -> tuple[float, float] | None:
+        """Write ``slots`` if nobody changed the row since ``row``; the pause and the clock, else ``None``."""
+        table = await self._store._rate_limit_table()
+        statement = (
+            sa.update(table)
+            .where(table.c.key == key, table.c.version == row.version)
+            .values(version=table.c.version + 1, slots=_flat(slots))
+            .returning(table.c.paused_until, self._db_now(table))
+        )
+        sent = time.monotonic()
+        self.statements += 1
+        async with self._store._transaction(None) as conn:
+            result = (await conn.execute(statement)).one_or_none()
+        if result is None:
+            self._rows.pop(key, None)
+            return None
+        paused, db_now = float(result[0]), float(result[1])
+        self._saw(db_now, sent)
+        self._rows[key] = _SlotRow(row.version + 1, slots, paused)
+        return paused, db_now
+
+    async def lease(
+        self,
+        key: str,
+        bucket: Bucket,
+        count: int,
+        returned: Sequence[Slot],
+        not_before: float,
+        validity: float | None = None,
+    ) -> Lease:
+        while True:
+            row = self._rows.get(key) or await self._read(key)
+            start = max(self.now(), not_before, row.paused_until)
+            held = prune(remove(row.slots, returned), start, bucket)
+            slots = issue_slots(held, count, bucket=bucket, start=start, validity=validity)
+            done = await self._swap(key, row, held + slots)
+            if done is not None:
+                paused, db_now = done
+                if paused > start:  # another worker paused the bucket in between: start after it
+                    returned = slots
+                    continue
+                return Lease(slots, paused, db_now)
+
+    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
+        while True:
+            row = self._rows.get(key) or await self._read(key)
+            if await self._swap(key, row, remove(row.slots, returned)) is not None:
+                return
+
+    async def pause(self, key: str, bucket: Bucket, until: float) -> None:
+        table = await self._store._rate_limit_table()
+        statement = (
+            postgresql.insert(table)
+            .values(key=key, version=0, slots=[], paused_until=until)
+            .on_conflict_do_update(
+                index_elements=[table.c.key],
+                set_={
+                    # The latest reset wins: a pause is a moment, never added to another.
+                    "paused_until": sa.func.greatest(table.c.paused_until, until),
+                    "version": table.c.version + 1,
+                },
+            )
+            .returning(table.c.version, table.c.paused_until)
+        )
+        self.statements += 1
+        async with self._store._transaction(None) as conn:
+            version, paused = (await conn.execute(statement)).one()
+        row = self._rows.get(key)
+        if row is not None and row.version + 1 == version:
+            row.version, row.paused_until = int(version), float(paused)
+        else:
+            self._rows.pop(key, None)
 
 
 class Store:
@@ -765,46 +918,9 @@ class Store:
         """Whether workers on other machines can share a CRM's budget through this database."""
         return self.dialect == "postgresql"
 
-    async def reserve_request(self, crm: str, limit: RateLimit) -> float:
-        """Take one request from ``crm``'s budget shared by every worker; return the seconds to wait.
-
-        One statement: the row refills at ``limit.per_second`` since its last use (by the database's
-        clock, which every machine shares), up to ``limit.requests``, and gives out one token. A negative
-        balance is a queue of reservations: the caller waits until its own turn.
-        """
-        table = await self._rate_limit_table()
-        rate = limit.per_second
-        now = sa.func.clock_timestamp()
-        refilled = table.c.tokens + sa.extract("epoch", now - table.c.updated_at) * rate
-        statement = (
-            postgresql.insert(table)
-            .values(crm=crm, tokens=float(limit.requests - 1), updated_at=now)
-            .on_conflict_do_update(
-                index_elements=[table.c.crm],
-                set_={
-                    "tokens": sa.func.least(float(limit.requests), refilled) - 1,
-                    "updated_at": now,
-                },
-            )
-            .returning(table.c.tokens)
-        )
-        async with self._transaction(None) as conn:
-            tokens = float((await conn.execute(statement)).scalar_one())
-        return max(0.0, -tokens / rate)
-
-    async def pause_requests(self, crm: str, seconds: float, limit: RateLimit) -> None:
-        """Spend ``crm``'s shared budget for ``seconds`` (the CRM said it is exhausted until then)."""
-        table = await self._rate_limit_table()
-        statement = (
-            sa.update(table)
-            .where(table.c.crm == crm)
-            .values(
-                tokens=sa.func.least(table.c.tokens, 0.0) - seconds * limit.per_second,
-                updated_at=sa.func.clock_timestamp(),
-            )
-        )
-        async with self._transaction(None) as conn:
-            await conn.execute(statement)
+    def rate_ledger(self, clock: Callable[[], float] | None = None) -> SlotLedger:
+        """The ledger of shared request budgets (PostgreSQL); ``clock`` replaces the database's in tests."""
+        return SlotLedger(self, clock)
 
     async def _rate_limit_table(self) -> sa.Table:
         if self._rate_limits is None:

@@ -32,7 +32,7 @@ from crmsync_core.errors import (
     RateLimitExhaustedError,
 )
 from crmsync_core.http import CrmClient
-from crmsync_core.ratelimit import TokenBucket
+from crmsync_core.ratelimit import Limiter
 from crmsync_core.retry import RequestRetry
 
 from .properties import property_definition
@@ -269,7 +269,7 @@ async def setup(
 ) -> list[SetupAction]:
     """Create the custom properties the account lacks in one batch; never change existing ones."""
     context = AdapterContext(
-        rate_limiter=TokenBucket(settings.rate_limit(None)),
+        rate_limiter=Limiter(settings.rate_limit(None)),
         request_retry=request_retry or RequestRetry(),
         transport=transport,
     )

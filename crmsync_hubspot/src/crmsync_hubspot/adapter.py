@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,16 +38,39 @@ from crmsync_core.errors import (
     TransientError,
 )
 from crmsync_core.http import CrmClient
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 
 from .fake import make_sandbox
 from .mapping import MAX_INPUTS, UpsertInput, build_inputs, request_body
-from .ratelimit import RollingWindow
 from .settings import HubspotSettings
 
 #: HubSpot's budget on Free and Starter accounts; Professional and Enterprise get 190
 #: (``HUBSPOT_SYNC_RATE_LIMIT_REQUESTS=190``, ``HUBSPOT_SYNC_RATE_LIMIT_PERIOD_SECONDS=10``).
 DEFAULT_RATE_LIMIT = RateLimit(100, 10.0)
+#: HubSpot's headers (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines):
+#: ``X-HubSpot-RateLimit-Max`` requests per ``-Interval-Milliseconds`` (a smaller budget than configured is
+#: adopted) and ``-Remaining``. HubSpot sends no reset: a remaining of 0 needs no pause, since the limiter
+#: already keeps the rolling window, and a 429 (someone else spent the window) waits the request retry's
+#: first backoff. The daily limit is handled by ``HubspotAdapter._inspect``.
+LIMIT_HEADERS = LimitHeaders(
+    remaining="x-hubspot-ratelimit-remaining",
+    limit="x-hubspot-ratelimit-max",
+    interval_milliseconds="x-hubspot-ratelimit-interval-milliseconds",
+    pause_when_exhausted=False,
+)
+
+
+def rate_limits(settings: HubspotSettings) -> RateLimits:
+    """HubSpot's burst limit per private app: 100 requests per rolling 10 seconds on Free and Starter,
+    190 on Professional and Enterprise, 250 with the limit increase pack (usage guidelines above; the
+    429 names the policy ``TEN_SECONDLY_ROLLING``): a sliding window, so a token bucket would let up to
+    twice the limit into one window. ``HUBSPOT_SYNC_RATE_LIMIT_*`` sets it. The daily limit (250,000 to
+    1,000,000) resets at the account's midnight and stops the run when spent (``_inspect``)."""
+    return RateLimits(
+        (Bucket("ten_secondly_rolling", 100, 10.0, WindowKind.SLIDING),), LIMIT_HEADERS
+    )
+
+
 #: statuses with which HubSpot rejects a whole batch because of what some inputs hold
 _BATCH_REJECTED = frozenset({400, 409, 413, 422})
 #: 207 error categories retried in a later run. Only ``RATE_LIMIT`` is a documented category; the others
@@ -84,20 +106,15 @@ class HubspotAdapter:
             )
         self.settings = settings
         self._now = now
-        # The window keeps the budget of the engine's limiter (none in AdapterContext.for_testing).
-        budget = getattr(context.rate_limiter, "limit", settings.rate_limit(DEFAULT_RATE_LIMIT))
-        self.window = RollingWindow(
-            context.rate_limiter, budget if isinstance(budget, RateLimit) else None
-        )
         self.client = CrmClient(
-            replace(context, rate_limiter=self.window),
+            context,
             crm="hubspot",
             base_url=settings.api_base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             secrets=[token],
             auth_hint=_AUTH_HINT,
             timeout=settings.timeout_seconds,
-            rate_limit_reset=self._rate_limit_reset,
+            limit_headers=LIMIT_HEADERS,
             inspect=self._inspect,
         )
 
@@ -245,23 +262,6 @@ class HubspotAdapter:
         )
 
     # -- rate limits --------------------------------------------------------------------------------
-
-    def _rate_limit_reset(self, response: httpx.Response) -> float | None:
-        """Seconds to hold requests back after a 429, and the budget HubSpot announces.
-
-        ``X-HubSpot-RateLimit-Max`` / ``-Interval-Milliseconds`` lower the rolling window when the account
-        allows less than configured. ``-Remaining`` is not acted on: the window already keeps this run
-        within the budget, and pausing whenever it reads 0 would idle a run that is exactly on budget.
-        """
-        limit = _int_header(response, "x-hubspot-ratelimit-max")
-        interval = _int_header(response, "x-hubspot-ratelimit-interval-milliseconds")
-        if limit and interval:
-            self.window.observe(limit, interval / 1000)
-        if response.status_code != 429 or _policy(response) == "DAILY":
-            return None
-        # Someone else (another worker or app on the account) spent the window. It frees as old
-        # requests age out, and HubSpot does not say when: wait a tenth of it (1 s of 10 s) per 429.
-        return (interval or 10_000) / 1000 / 10
 
     def _inspect(self, response: httpx.Response) -> None:
         if response.status_code != 429:
@@ -418,6 +418,7 @@ SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     factory=HubspotAdapter,
     max_batch_size=MAX_INPUTS,
     rate_limit=DEFAULT_RATE_LIMIT,
+    rate_limits=rate_limits,
     partial_success=True,
     sandbox=make_sandbox,
     check=_check,

@@ -17,7 +17,7 @@ import httpx
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.errors import ConfigurationError, FatalError
 from crmsync_core.http import CrmClient
-from crmsync_core.ratelimit import TokenBucket
+from crmsync_core.ratelimit import Limiter
 from crmsync_core.retry import RequestRetry
 
 from .settings import HubspotSettings
@@ -62,7 +62,7 @@ async def create_properties(
     if not token:
         raise ConfigurationError("HUBSPOT_API_KEY is not set: use a private app's access token")
     context = AdapterContext(
-        rate_limiter=TokenBucket(settings.rate_limit(None)),
+        rate_limiter=Limiter(settings.rate_limit(None)),
         request_retry=request_retry or RequestRetry(),
         transport=transport,
     )

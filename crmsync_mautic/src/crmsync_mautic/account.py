@@ -22,7 +22,7 @@ import httpx
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.check import CheckContext, CheckResult, SetupAction
 from crmsync_core.errors import FatalError
-from crmsync_core.ratelimit import TokenBucket
+from crmsync_core.ratelimit import Limiter
 from crmsync_core.retry import RequestRetry
 
 from .settings import MauticSettings
@@ -214,7 +214,7 @@ async def setup(
     adapter = _adapter(
         settings,
         AdapterContext(
-            rate_limiter=TokenBucket(settings.rate_limit(None)),
+            rate_limiter=Limiter(settings.rate_limit(None)),
             request_retry=request_retry or RequestRetry(),
             transport=transport,
         ),

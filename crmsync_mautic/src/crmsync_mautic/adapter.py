@@ -44,6 +44,7 @@ from crmsync_core.errors import (
     TransientError,
 )
 from crmsync_core.http import CrmClient
+from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimits, WindowKind
 
 from .fake import make_sandbox
 from .mapping import contact_payload
@@ -163,7 +164,7 @@ class MauticAdapter:
             secrets=secrets,
             auth_hint=auth_hint,
             timeout=settings.timeout_seconds,
-            rate_limit_reset=_rate_limit_reset,
+            limit_headers=LIMIT_HEADERS,
             inspect=self._inspect,
         )
 
@@ -507,24 +508,19 @@ def _record_email(record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _rate_limit_reset(response: httpx.Response) -> float | None:
-    """Seconds until Mautic's API rate limit window resets, on a 429.
+#: Mautic's rate limiter (noxlogic/ratelimit-bundle) sends ``X-RateLimit-Remaining`` and
+#: ``X-RateLimit-Reset``, a Unix time (UNCONFIRMED: a small number is read as seconds from now);
+#: ``Retry-After`` wins when present.
+LIMIT_HEADERS = LimitHeaders(remaining="x-ratelimit-remaining", reset="x-ratelimit-reset")
 
-    Mautic's rate limiter (noxlogic/ratelimit-bundle) sends ``X-RateLimit-Reset`` as a Unix time
-    (UNCONFIRMED: a small number is read as seconds from now). ``Retry-After`` wins when present.
-    """
-    if response.status_code != 429:
-        return None
-    raw = response.headers.get("x-ratelimit-reset")
-    if not raw:
-        return None
-    try:
-        reset = float(raw)
-    except ValueError:
-        return None
-    if reset > 1_000_000_000:
-        reset -= time.time()
-    return max(0.0, reset)
+
+def rate_limits(settings: MauticSettings) -> RateLimits:
+    """None by default; when the administrator enabled one (Configuration > API Settings), N calls per
+    hour counted in fixed windows (``MAUTIC_RATE_LIMIT_PER_HOUR``, or ``MAUTIC_SYNC_RATE_LIMIT_*``)."""
+    if settings.rate_limit_per_hour is None:
+        return RateLimits((), LIMIT_HEADERS)
+    bucket = Bucket("api", settings.rate_limit_per_hour, 3600.0, WindowKind.FIXED)
+    return RateLimits((bucket,), LIMIT_HEADERS)
 
 
 async def _check(settings: MauticSettings, context: CheckContext) -> list[CheckResult]:
@@ -539,6 +535,7 @@ SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     factory=MauticAdapter,
     max_batch_size=200,
     rate_limit=None,
+    rate_limits=rate_limits,
     partial_success=True,
     sandbox=make_sandbox,
     check=_check,
