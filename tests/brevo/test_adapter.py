@@ -124,7 +124,7 @@ async def test_created_contact_stores_brevos_id_and_an_update_stores_the_email(
 
     again = contact("anna@acme.io", name="Anna Schmidt")
     updated = (await run.push([again]))[again.id]
-    assert updated == Synced(again.id, "anna@acme.io")  # 204: Brevo returns no id
+    assert updated == Synced(again.id, None, fallback_id="anna@acme.io")  # 204: Brevo returns no id
     assert stored.attributes["LASTNAME"] == "Schmidt"
     assert all(body["updateEnabled"] is True for body in bodies(fake, "POST", "/contacts"))
 

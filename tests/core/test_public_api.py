@@ -19,6 +19,7 @@ CORE_NAMES = [
     "AdapterNotInstalledError",
     "AdapterSpec",
     "AuthenticationError",
+    "CircuitOpenError",
     "ConfigurationError",
     "Contact",
     "ContactFilter",
@@ -100,7 +101,7 @@ def test_the_public_errors_form_one_tree() -> None:
         for name in CORE_NAMES
         if name.endswith("Error") and name[0].isupper()
     ]
-    assert len(errors) == 14
+    assert len(errors) == 15
     assert all(issubclass(error, crmsync_core.CrmsyncError) for error in errors)
 
 

@@ -183,7 +183,13 @@ async def sync(
             def report_line(report: RunReport) -> None:
                 _print_report(report, as_json)
 
-            await Worker(engine, crms, interval=interval, on_report=report_line).run()
+            worker = Worker(engine, crms, interval=interval, on_report=report_line)
+            await worker.run()
+            if worker.abandoned:
+                errors.print(
+                    "stopped: batches in flight abandoned; unanswered contacts are back in the queue",
+                    highlight=False,
+                )
             return
         for crm in crms:
             due = (await store.summary(crm)).due
@@ -293,6 +299,7 @@ async def status(options: Options, crms: tuple[str, ...], as_json: bool) -> None
                     "due": s.due,
                     "retrying": s.retrying,
                     "oldest_due_seconds": s.oldest_due_seconds,
+                    "paused_since": s.paused_since.isoformat() if s.paused_since else None,
                 }
                 for s in summaries
             ]
@@ -300,6 +307,12 @@ async def status(options: Options, crms: tuple[str, ...], as_json: bool) -> None
         return
     for summary in summaries:
         console.print(_summary_table(summary))
+        if summary.paused_since is not None:
+            console.print(
+                f"{summary.crm} is paused since {summary.paused_since:%Y-%m-%d %H:%M:%S} UTC "
+                f"(circuit breaker); next probe at {summary.probe_at:%Y-%m-%d %H:%M:%S} UTC",
+                highlight=False,
+            )
 
 
 @cli.command()
@@ -437,7 +450,8 @@ def _print_report(report: RunReport, as_json: bool) -> None:
     )
     console.print(line, highlight=False)
     if report.stopped:
-        errors.print(f"[bold red]{report.crm} stopped:[/] {report.stopped}", highlight=False)
+        label = "paused" if report.paused_since else "stopped"
+        errors.print(f"[bold red]{report.crm} {label}:[/] {report.stopped}", highlight=False)
 
 
 def _register_plugin_commands() -> None:

@@ -7,6 +7,10 @@
   using up an attempt, up to :attr:`RequestRetry.max_rate_limit_wait`;
 * timeouts, dropped connections, 408, 425 and 5xx are retried with tenacity, then raised as
   :class:`~crmsync_core.errors.TransientError`;
+* each exchange has an overall deadline (``AdapterContext.request_deadline``, default three times the
+  timeout), all reads included: a server that trickles its answer is a timeout, not a wait forever;
+* consecutive connection errors, timeouts and 5xx feed the run's circuit breaker; once it opens, the
+  request raises :class:`~crmsync_core.errors.CircuitOpenError` and no other is sent;
 * 401 and 403 raise :class:`~crmsync_core.errors.AuthenticationError` with the adapter's hint on what to fix;
 * any other answer is returned for the adapter to interpret;
 * secrets given to the client never appear in what it raises or logs.
@@ -14,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json as _json
 import time
@@ -114,6 +119,7 @@ class CrmClient:
         self._auth_hint = auth_hint
         self._rate_limit_reset = rate_limit_reset
         self._inspect = inspect
+        self._deadline = context.request_deadline or 3 * timeout
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers or {}),
@@ -189,23 +195,35 @@ class CrmClient:
 
     async def _send_within_rate_limit(self, request: httpx.Request) -> httpx.Response:
         limiter = self.context.rate_limiter
+        circuit = self.context.circuit
         rate_limited_for = 0.0
         while True:
+            self.context.check()
+            # A database error here (a shared budget) propagates as StoreError: infrastructure, never
+            # the contact's failure; the engine hands unsent contacts back without an attempt.
             await limiter.acquire()
+            self.context.check()
             started = time.perf_counter()
             try:
-                response = await self._http.send(request)
-            except httpx.TimeoutException:
+                with self.context.in_flight():
+                    async with asyncio.timeout(self._deadline):
+                        response = await self._http.send(request)
+            except (httpx.TimeoutException, TimeoutError):
+                self._failed(f"{self.crm}: {self._where(request)} timed out")
                 raise _RetryableResponse(
                     f"{self.crm}: {self._where(request)} timed out", retry_after=None, response=None
                 ) from None
             except httpx.TransportError as exc:
-                raise _RetryableResponse(
+                reason = (
                     f"{self.crm}: {self._where(request)} failed: {self.redact(type(exc).__name__)}"
-                    f" {self.redact(str(exc))}",
-                    retry_after=None,
-                    response=None,
-                ) from None
+                    f" {self.redact(str(exc))}"
+                )
+                self._failed(reason)
+                raise _RetryableResponse(reason, retry_after=None, response=None) from None
+            if response.status_code >= 500:
+                self._failed(f"{self.crm}: HTTP {response.status_code} on {self._where(request)}")
+            else:
+                circuit.success()
             self.context.logger.debug(
                 "%s %s -> %s (%.0f ms)",
                 self.crm,
@@ -234,9 +252,11 @@ class CrmClient:
                     retry_after=wait,
                 )
             if status in (401, 403):
-                raise AuthenticationError(
-                    f"{self.crm} refused the credentials (HTTP {status} on {self._where(request)}): "
-                    f"{self._auth_hint}. The CRM said: {self.body_snippet(response)}"
+                raise self.context.halt(
+                    AuthenticationError(
+                        f"{self.crm} refused the credentials (HTTP {status} on {self._where(request)}): "
+                        f"{self._auth_hint}. The CRM said: {self.body_snippet(response)}"
+                    )
                 )
             if status in TRANSIENT_STATUSES:
                 raise _RetryableResponse(
@@ -245,6 +265,11 @@ class CrmClient:
                     response=response,
                 )
             return response
+
+    def _failed(self, reason: str) -> None:
+        """Count a connection error, timeout or 5xx; raise once the circuit opens (the CRM is paused)."""
+        self.context.circuit.failure(reason)
+        self.context.circuit.check()
 
     def body_snippet(self, response: httpx.Response) -> str:
         """The start of the response body, redacted, for messages."""

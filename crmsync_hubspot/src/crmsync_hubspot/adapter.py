@@ -100,7 +100,9 @@ class HubspotAdapter:
         inputs, skipped = build_inputs(contacts, self.settings, today)
         outcomes: list[Outcome] = list(skipped)
         for start in range(0, len(inputs), MAX_INPUTS):
-            outcomes.extend(await self._upsert(inputs[start : start + MAX_INPUTS]))
+            answered = await self._upsert(inputs[start : start + MAX_INPUTS])
+            self.client.context.report(answered)
+            outcomes.extend(answered)
         return outcomes
 
     # -- one request, and what to make of its answer ------------------------------------------------
