@@ -427,8 +427,10 @@ class Engine:
             run.context.halt(exc)
             outcomes = reported.outcomes()
         except StoreError as exc:
-            # Infrastructure (a shared rate limit's database), not the CRM: no attempt is counted.
+            # Infrastructure (a shared rate limit's database), not the CRM: no attempt is counted. The
+            # run stops (the next one starts afresh) rather than claim the same contacts again at once.
             run.report.database_errors += 1
+            run.store_error = run.store_error or exc
             logger.warning(
                 "%s: database error during a push; unanswered contacts go back to the queue with no "
                 "attempt counted: %s",
@@ -536,8 +538,12 @@ class Engine:
                 continue
             try:
                 held[0] = await self.store.extend_claim(held[0], now=self._clock())
-            except Exception:
+            except StoreError as exc:
                 run.report.database_errors += 1
+                logger.warning(
+                    "%s: could not renew a claim; it may be taken back: %s", run.crm, exc
+                )
+            except Exception:
                 logger.warning(
                     "%s: could not renew a claim; it may be taken back", run.crm, exc_info=True
                 )

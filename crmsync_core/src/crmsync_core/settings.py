@@ -47,8 +47,9 @@ class SyncSettings(BaseSettings):
     #: the longest one HTTP exchange may take, every read included (default: 3 times the timeout); past
     #: it the request is a transient failure, and the batch's claim is no longer renewed
     sync_request_deadline_seconds: float | None = Field(None, gt=0)
-    #: pause the CRM after this many connection errors, timeouts or 5xx in a row (0: never)
-    sync_circuit_failures: int = Field(5, ge=0)
+    #: pause the CRM after this many connection errors, timeouts or 5xx in a row, every try of every
+    #: request counted (0: never). Requests that used up their tries before it opens count an attempt.
+    sync_circuit_failures: int = Field(10, ge=0)
     #: first cool-down of a paused CRM before a probe; it doubles while the outage lasts
     sync_circuit_cooldown_seconds: float = Field(60.0, gt=0)
     sync_circuit_max_cooldown_seconds: float = Field(3600.0, gt=0)
