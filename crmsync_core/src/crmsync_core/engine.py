@@ -237,6 +237,13 @@ class Engine:
         now = self._clock()
         if paused is not None and now < paused.probe_at:
             report.paused_since = paused.opened_at
+            # A dead worker's claims still go back to the queue while the CRM is paused.
+            with contextlib.suppress(StoreError):
+                report.recovered = await self.store.release_expired(
+                    crm,
+                    now=now,
+                    older_than=timedelta(minutes=settings.sync_claim_timeout_minutes),
+                )
             return self._stopped(
                 report,
                 CircuitOpenError(
