@@ -252,11 +252,11 @@ class CrmClient:
                     retry_after=wait,
                 )
             if status in (401, 403):
-                raise self.context.halt(
-                    AuthenticationError(
-                        f"{self.crm} refused the credentials (HTTP {status} on {self._where(request)}): "
-                        f"{self._auth_hint}. The CRM said: {self.body_snippet(response)}"
-                    )
+                # Not halted here: an adapter may renew a token and try again (Mautic's OAuth). The
+                # engine halts the run when the error leaves the adapter.
+                raise AuthenticationError(
+                    f"{self.crm} refused the credentials (HTTP {status} on {self._where(request)}): "
+                    f"{self._auth_hint}. The CRM said: {self.body_snippet(response)}"
                 )
             if status in TRANSIENT_STATUSES:
                 raise _RetryableResponse(
