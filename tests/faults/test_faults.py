@@ -3,8 +3,9 @@
 The invariant: what the CRM said about a contact is what the table records. For every scenario, from the
 server's log and the table: every contact the server accepted is ``Complete`` (and nothing else is), none
 it accepted is ``Error``, no attempt is burned by a database fault or a paused circuit, nothing is left
-``Processing``, and a fatal answer causes no second delivery. Settings are scaled down (a 1 s request
-deadline, a 3 s claim timeout, retry delays of a fraction of a second) to keep the suite short.
+``Processing``, and a fatal answer causes no second delivery. Settings are scaled down (a 2 s request
+deadline where answers stall, a 3 s claim timeout, retry delays of a fraction of a second) to keep the
+suite short. ``pytest tests/faults`` prints each scenario's figures (docs/benchmarks.md keeps a run).
 """
 
 from __future__ import annotations
@@ -182,9 +183,9 @@ def test_database_backends_terminated_mid_run(
     postgres_url: str, server: CrmServer, figures: list[dict[str, Any]]
 ) -> None:
     seed(postgres_url, "brevo", 300)
-    worker = start(
-        postgres_url, "brevo", "forever", scaled_env("brevo", server, SYNC_MAX_RETRIES=0)
-    )
+    # A generous deadline: no answer is late here, so any second delivery would be the database's.
+    env = scaled_env("brevo", server, SYNC_MAX_RETRIES=0, SYNC_REQUEST_DEADLINE_SECONDS=15)
+    worker = start(postgres_url, "brevo", "forever", env)
     wait_until(lambda: server.accepted_total() >= 60, what="60 accepted")
     assert terminate_backends(postgres_url) > 0
     wait_until(lambda: server.accepted_total() >= 180, what="180 accepted")
@@ -201,7 +202,8 @@ def test_credentials_refused_mid_batch(
 ) -> None:
     seed(postgres_url, "brevo", 200)
     server.set_fault(Fault("status", status=status, after=55))
-    worker = start(postgres_url, "brevo", "once", scaled_env("brevo", server))
+    env = scaled_env("brevo", server, SYNC_REQUEST_DEADLINE_SECONDS=15)
+    worker = start(postgres_url, "brevo", "once", env)
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == 1, err
     report = json.loads(out.splitlines()[-1])
@@ -217,7 +219,8 @@ def test_webhook_answers_404_mid_run(
 ) -> None:
     seed(postgres_url, "n8n", 200)
     server.set_fault(Fault("status", status=404, after=55))
-    worker = start(postgres_url, "n8n", "once", scaled_env("n8n", server))
+    env = scaled_env("n8n", server, SYNC_REQUEST_DEADLINE_SECONDS=15)
+    worker = start(postgres_url, "n8n", "once", env)
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == 1, err
     assert "HTTP 404" in json.loads(out.splitlines()[-1])["stopped"]
@@ -242,10 +245,14 @@ def test_a_crm_that_stalls_or_fails_for_a_while(
 ) -> None:
     seed(postgres_url, "brevo", 150)
     server.set_fault(fault)
-    worker = start(postgres_url, "brevo", "forever", scaled_env("brevo", server))
+    # Only a deadline cuts a stalled answer short: 2 s here, 15 s where nothing stalls.
+    deadline = 15 if fault.kind == "status" else 2
+    env = scaled_env("brevo", server, SYNC_REQUEST_DEADLINE_SECONDS=deadline)
+    worker = start(postgres_url, "brevo", "forever", env)
     wait_until(settled(postgres_url, "brevo"), what="every contact settled")
     out, _ = stop(worker)
-    # A slow-loris answer arrives after the CRM took the contact: sent again, harmlessly (a 204).
+    # A slow-loris answer arrives after the CRM took the contact: sent again, harmlessly (a 204). (On
+    # a loaded machine a healthy answer can miss a 2 s deadline too, so duplicates are only counted.)
     row = check(
         postgres_url,
         "brevo",
@@ -253,7 +260,7 @@ def test_a_crm_that_stalls_or_fails_for_a_while(
         figures,
         scenario,
         no_attempts=fault.kind != "slowloris",
-        no_duplicates=fault.kind != "slowloris",
+        no_duplicates=fault.kind == "status",
     )
     assert row["complete"] == 150
     if fault.kind != "slowloris":
@@ -265,7 +272,8 @@ def test_connection_refused_longer_than_the_retry_schedule(
     postgres_url: str, server: CrmServer, figures: list[dict[str, Any]]
 ) -> None:
     seed(postgres_url, "brevo", 150)
-    worker = start(postgres_url, "brevo", "forever", scaled_env("brevo", server))
+    env = scaled_env("brevo", server, SYNC_REQUEST_DEADLINE_SECONDS=15)
+    worker = start(postgres_url, "brevo", "forever", env)
     wait_until(lambda: server.accepted_total() >= 30, what="30 accepted")
     server.refuse()
     # Four retry schedules long (0.12 + 0.24 + 0.48 s, scaled): without a breaker, all would be Error.
