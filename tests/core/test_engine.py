@@ -21,7 +21,7 @@ from crmsync_core import (
     hookimpl,
 )
 from crmsync_core.adapter import AdapterContext
-from crmsync_core.errors import AdapterNotInstalledError, ConfigurationError
+from crmsync_core.errors import AdapterNotInstalledError, AuthenticationError, ConfigurationError
 from crmsync_core.ratelimit import RateLimit, TokenBucket
 from crmsync_core.testing import SandboxCrm, SandboxSettings, sandbox_adapter_spec
 
@@ -362,3 +362,48 @@ async def test_a_result_that_came_too_late_is_not_written_nor_announced(
     assert announced == []
     states = await store.states("sandbox", ids)
     assert {(s.sync_status, s.remote_id) for s in states.values()} == {(S.PROCESSING, None)}
+
+
+async def test_report_counts_are_exact_when_lanes_release_side_by_side(
+    store: Store, clock: Clock
+) -> None:
+    """Four lanes: the first four batches are accepted, the next four all get the fatal answer
+    together and are released at the same time; the report counts every contact of each."""
+    lanes = 4
+    in_flight = asyncio.Event()
+    waiting = 0
+
+    class RefusesMidRun:
+        pushes = 0
+
+        def __init__(self, settings: SandboxSettings, context: AdapterContext) -> None:
+            pass
+
+        async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
+            nonlocal waiting
+            RefusesMidRun.pushes += 1
+            if RefusesMidRun.pushes <= lanes:
+                return [Synced(c.id, f"remote-{c.id}") for c in contacts]
+            waiting += 1
+            if waiting == lanes:
+                in_flight.set()
+            await in_flight.wait()  # every lane holds a batch when the answer comes
+            raise AuthenticationError("sandbox refused the credentials: set SANDBOX_API_KEY")
+
+        async def aclose(self) -> None:
+            pass
+
+    ids = await queue(store, rows(100), clock)
+    engine = engine_with_adapter(
+        store, clock, RefusesMidRun, sync_concurrency=lanes, sync_scheduler_batch_size=10
+    )
+    report = await engine.run_once("sandbox")
+
+    assert report.stopped is not None
+    assert (report.claimed, report.synced, report.released) == (80, 40, 40)
+    states = (await store.states("sandbox", ids)).values()
+    assert sum(s.sync_status is S.COMPLETE for s in states) == report.synced
+    assert sum(s.processing_status is P.PROCESSING for s in states) == 0
+    back = [s for s in states if s.sync_status is S.QUEUED]  # claimed, then handed back
+    assert len(back) == report.released
+    assert {(s.processing_status, s.attempts) for s in back} == {(P.QUEUED, 0)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from crmsync_core import ContactFilter, Layout, ProcessingStatus, Store, SyncStatus
 from crmsync_core.errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError
 from crmsync_core.status import Event
-from crmsync_core.store import Resolution, schema_sql, scrapersky_migration_sql
+from crmsync_core.store import QueueResult, Resolution, schema_sql, scrapersky_migration_sql
 
 from .conftest import Clock, rows
 
@@ -313,3 +314,74 @@ def test_scrapersky_migration_is_additive(postgres_url: str, scrapersky_sql: str
         for crm in ("brevo", "hubspot", "mautic", "n8n")
         for col in ("attempts", "next_attempt_at", "claimed_at", "last_attempt_at")
     }
+
+
+# -- concurrent queueing (PostgreSQL: two transactions at once) -----------------------------------
+
+
+@pytest.fixture
+async def pg_store(postgres_url: str) -> AsyncIterator[Store]:
+    store = await Store.connect(
+        postgres_url, layout=Layout.default(["sandbox", "other"]), create=True
+    )
+    yield store
+    await store.close()
+
+
+async def _blocked_on_a_lock(store: Store) -> bool:
+    async with store.engine.connect() as conn:
+        waiting = await conn.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
+
+
+def _total(result: QueueResult) -> int:
+    return result.queued + result.already_queued + result.skipped + result.not_found
+
+
+async def test_every_id_is_accounted_for_when_two_transactions_queue_the_same_rows(
+    pg_store: Store,
+) -> None:
+    """The second transaction waits for the first one's rows, then counts them as already queued
+    (it used to count them as neither: not queued, and not queued before it looked)."""
+    people, no_email = rows(40), rows(5, email="")
+    await pg_store.add_contacts(people + no_email)
+    ids = [r["id"] for r in people + no_email] + [uuid.uuid4() for _ in range(3)]
+
+    async with pg_store.engine.connect() as first_conn, pg_store.engine.connect() as second_conn:
+        await first_conn.begin()
+        first = await pg_store.queue("sandbox", ids, connection=first_conn)
+        await second_conn.begin()
+        second_queueing = asyncio.create_task(
+            pg_store.queue("sandbox", ids, connection=second_conn)
+        )
+        for _ in range(500):  # until the second transaction waits for the first one's locks
+            if await _blocked_on_a_lock(pg_store) or second_queueing.done():
+                break
+            await asyncio.sleep(0.01)
+        await first_conn.commit()
+        second = await second_queueing
+        await second_conn.commit()
+
+    assert (first.queued, first.already_queued, first.skipped, first.not_found) == (40, 0, 5, 3)
+    assert (second.queued, second.already_queued, second.skipped, second.not_found) == (0, 40, 5, 3)
+    assert _total(first) == _total(second) == len(ids)
+
+
+async def test_concurrent_queueing_of_overlapping_ids_adds_up(pg_store: Store) -> None:
+    people = rows(5_000)
+    await pg_store.add_contacts(people)
+    ids = [r["id"] for r in people]
+    # Overlapping halves in different orders, several transactions at once.
+    batches = [ids[:3_000], list(reversed(ids[2_000:])), ids[1_000:4_000], ids[::-1]]
+
+    results = await asyncio.gather(*(pg_store.queue("sandbox", batch) for batch in batches))
+
+    for batch, result in zip(batches, results, strict=True):
+        assert _total(result) == len(batch), result
+        assert result.skipped == result.not_found == 0
+    assert sum(r.queued for r in results) == len(ids), "each contact queued exactly once"

@@ -89,7 +89,7 @@ def test_settings_read_tags_and_aliases_from_comma_separated_environment_values(
     [
         ({"domian_id": "x"}, "unknown contact field"),
         ({"domain_id": "Domain ID"}, "not a Mautic field alias"),
-        ({"page_id": "email"}, "fills the Mautic field 'email' itself"),
+        ({"page_id": "email"}, "page_id is one the adapter fills itself"),
         ("domain_id", "contact_field=mautic_alias"),
     ],
 )

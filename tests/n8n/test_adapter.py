@@ -18,9 +18,13 @@ import pytest
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.contacts import Contact, PermanentFailure, Skipped, Synced, TransientFailure
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
+from crmsync_core.retry import RequestRetry
+from crmsync_core.testing import MovableClock
 from crmsync_n8n import SPEC, FakeN8n, N8nAdapter, N8nSettings, contact_payload
+from crmsync_n8n.mapping import format_timestamp
 
 SECRET = "n8n-secret-0123456789"
+WEBHOOK_URL = "https://n8n.example.com/webhook/scrapersky-contacts"
 MakeAdapter = Callable[..., N8nAdapter]
 
 
@@ -490,7 +494,8 @@ def test_webhook_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 
     settings = N8nSettings()
 
-    assert settings.webhook_url == "https://n8n.example.com/webhook/x"
+    assert settings.webhook_url is not None
+    assert settings.webhook_url.get_secret_value() == "https://n8n.example.com/webhook/x"
     assert SECRET not in repr(settings)
     assert settings.timeout_seconds == 30.0
     assert settings.webhook_auth == "bearer"
@@ -508,3 +513,34 @@ async def test_timestamp_is_the_utc_time_of_sending_by_default() -> None:
     timestamp = fake.received[0].body["timestamp"]
     assert timestamp.endswith("Z")
     assert datetime.fromisoformat(timestamp).utcoffset() == timedelta(0)
+
+
+async def test_timestamp_is_taken_when_each_request_is_sent(now: datetime) -> None:
+    """Requests wait for a concurrency slot and retries: each carries the time it left, not the
+    time its batch started."""
+    clock = MovableClock(now)
+    fake = FakeN8n()
+    left_at: list[str] = []
+
+    async def slow_n8n(request: httpx.Request) -> httpx.Response:
+        left_at.append(format_timestamp(clock()))
+        clock.advance(seconds=7)  # each request takes 7 s
+        if len(left_at) == 1:
+            return httpx.Response(503, text="busy")  # the retry is a new send, with a new time
+        return await fake.handle(request)
+
+    adapter = N8nAdapter(
+        N8nSettings(webhook_url=WEBHOOK_URL, sync_concurrency=1),
+        AdapterContext.for_testing(
+            httpx.MockTransport(slow_n8n),
+            request_retry=RequestRetry(attempts=2, initial_wait=0, max_wait=0),
+        ),
+        clock=clock,
+    )
+
+    outcomes = await push(adapter, contacts(3))
+
+    assert all(isinstance(o, Synced) for o in outcomes.values())
+    assert [r.body["timestamp"] for r in fake.received] == left_at[1:]
+    assert len(set(left_at)) == 4  # 0 s (503), 7 s (its retry), 14 s, 21 s
+    assert len({r.idempotency_key for r in fake.received}) == 3

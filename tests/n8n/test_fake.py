@@ -171,7 +171,8 @@ async def test_sandbox_settings_point_at_the_fake() -> None:
     assert (fake.failure_rate, fake.seed) == (0.5, 3)
     assert sandbox.settings.webhook_secret is not None
     secret = sandbox.settings.webhook_secret.get_secret_value()
-    url = httpx.URL(str(sandbox.settings.webhook_url))
+    assert sandbox.settings.webhook_url is not None
+    url = httpx.URL(sandbox.settings.webhook_url.get_secret_value())
 
     async with httpx.AsyncClient(transport=sandbox.transport) as client:
         statuses = {

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from crmsync_core.settings import SyncSettings
+from crmsync_core.settings import SyncSettings, refuse_url_credentials
 
 from .mapping import AttributeNames
 
@@ -72,7 +72,7 @@ class BrevoSettings(SyncSettings):
             raise ValueError(
                 "BREVO_API_BASE_URL must be an http(s) URL such as " + DEFAULT_BASE_URL
             )
-        return value
+        return refuse_url_credentials(value, "BREVO_API_BASE_URL", "BREVO_API_KEY")
 
     @field_validator(
         "attribute_firstname",
@@ -89,7 +89,5 @@ class BrevoSettings(SyncSettings):
         # Brevo attribute names are upper case; accept "fname" and send "FNAME".
         value = value.strip().upper()
         if value and not _ATTRIBUTE.match(value):
-            raise ValueError(
-                f"{value!r} is not a Brevo attribute name (letters, digits and underscores)"
-            )
+            raise ValueError("not a Brevo attribute name (letters, digits and underscores)")
         return value

@@ -30,7 +30,7 @@ from .contacts import Contact, ContactId, Outcome
 from .errors import CircuitOpenError, FatalError
 from .ratelimit import RateLimit, RateLimiter, TokenBucket
 from .retry import RequestRetry
-from .settings import SyncSettings
+from .settings import DEFAULT_MAX_RESPONSE_BYTES, SyncSettings
 
 if TYPE_CHECKING:
     import httpx
@@ -174,6 +174,8 @@ class AdapterContext:
     #: an ``httpx.AsyncBaseTransport`` to send requests through instead of the network (sandboxes, tests)
     transport: httpx.AsyncBaseTransport | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("crmsync"))
+    #: the largest response body :class:`~crmsync_core.http.CrmClient` reads (``{CRM}_SYNC_MAX_RESPONSE_BYTES``)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     #: the longest one HTTP exchange may take, all reads included (``None``: 3 times the client's timeout)
     request_deadline: float | None = None
     #: the run's circuit breaker (disabled unless the engine sets one)

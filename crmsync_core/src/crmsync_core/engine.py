@@ -271,6 +271,7 @@ class Engine:
                 logger=logging.getLogger(f"crmsync.{crm}"),
                 request_deadline=settings.sync_request_deadline_seconds,
                 circuit=circuit,
+                max_response_bytes=settings.sync_max_response_bytes,
             )
             adapter = spec.factory(settings, context)
         except (ConfigurationError, FatalError) as exc:

@@ -12,19 +12,26 @@
 * consecutive connection errors, timeouts and 5xx feed the run's circuit breaker; once it opens, the
   request raises :class:`~crmsync_core.errors.CircuitOpenError` and no other is sent;
 * 401 and 403 raise :class:`~crmsync_core.errors.AuthenticationError` with the adapter's hint on what to fix;
-* any other answer is returned for the adapter to interpret;
-* secrets given to the client never appear in what it raises or logs.
+* any other answer is returned for the adapter to interpret, its body read as a stream and capped at
+  :attr:`AdapterContext.max_response_bytes` (a larger answer is a
+  :class:`~crmsync_core.errors.MalformedResponseError` quoting its start);
+* secrets given to the client never appear in what it raises or logs, nor in what httpx and httpcore
+  log while the client sends (their loggers get a filter that redacts the secrets of the client whose
+  request is being sent; see :func:`url_secrets` for credentials carried in a URL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import json as _json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -34,6 +41,8 @@ from .errors import AuthenticationError, MalformedResponseError, TransientError
 
 TRANSIENT_STATUSES = frozenset({408, 425}) | frozenset(range(500, 600))
 SNIPPET_LENGTH = 200
+#: how much of a body is looked at for a snippet (redacted whole, then cut)
+_SNIPPET_WINDOW = 65_536
 
 
 class Redactor:
@@ -55,6 +64,72 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def url_secrets(url: str | httpx.URL) -> list[str]:
+    """What in ``url`` may be a credential, to hand to :class:`Redactor`: the query string, each query
+    value (as sent and decoded), and the password of ``user:password@``."""
+    try:
+        parsed = httpx.URL(url) if isinstance(url, str) else url
+    except httpx.InvalidURL:
+        return [str(url)]
+    found: list[str] = []
+    query = parsed.query.decode("ascii", errors="replace")
+    if query:
+        found.append(query)
+        for pair in query.split("&"):
+            _, _, value = pair.partition("=")
+            found += [value, unquote(value.replace("+", " "))]
+    if parsed.password:
+        found += [parsed.password, parsed.userinfo.decode("ascii", errors="replace")]
+    return [value for value in found if value]
+
+
+#: the redactor of the CrmClient whose request the current task is sending, for the log filter
+_sending: contextvars.ContextVar[Redactor | None] = contextvars.ContextVar(
+    "crmsync_http_sending", default=None
+)
+#: the loggers httpx and httpcore write to while sending (a logger's filters see only its own records)
+HTTP_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
+class _RedactSending(logging.Filter):
+    """Redacts, in a record of httpx or httpcore, the secrets of the CrmClient that is sending.
+
+    httpx logs every request's full URL at INFO (``HTTP Request: POST https://...?token=...``), and a
+    host app that logs at INFO or DEBUG would keep it. Records written outside a CrmClient's request
+    are left alone: the host's own HTTP is none of our business.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact = _sending.get()
+        if redact is None:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_FILTER = _RedactSending()
+
+
+def _install_log_filter() -> None:
+    for name in HTTP_LOGGERS:
+        http_logger = logging.getLogger(name)
+        if _FILTER not in http_logger.filters:
+            http_logger.addFilter(_FILTER)
 
 
 def snippet(text: str | bytes, length: int = SNIPPET_LENGTH) -> str:
@@ -120,6 +195,7 @@ class CrmClient:
         self._rate_limit_reset = rate_limit_reset
         self._inspect = inspect
         self._deadline = context.request_deadline or 3 * timeout
+        _install_log_filter()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers or {}),
@@ -147,13 +223,17 @@ class CrmClient:
         url: str,
         *,
         json: Any = None,
-        content: bytes | None = None,
+        content: bytes | Callable[[], bytes] | None = None,
         params: Mapping[str, Any] | None = None,
         data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - an HTTP timeout, passed to httpx
     ) -> httpx.Response:
-        """Send one request through the rate limiter and the retry policy; see the module docstring."""
+        """Send one request through the rate limiter and the retry policy; see the module docstring.
+
+        ``content`` may be a function that makes the body: it is called each time the request is
+        actually sent (after the rate limiter, on every retry), for bodies that say when they were sent.
+        """
         policy = self.context.request_retry
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts),
@@ -161,26 +241,32 @@ class CrmClient:
             retry=retry_if_exception_type(_RetryableResponse),
             reraise=True,
         )
-        request = self._http.build_request(
-            method,
-            url,
-            json=json,
-            content=content,
-            params=params,
-            data=data,
-            headers=headers,
-            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        )
+
+        def build() -> httpx.Request:
+            return self._http.build_request(
+                method,
+                url,
+                json=json,
+                content=content() if callable(content) else content,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+
+        sending = _sending.set(self.redact)
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._send_within_rate_limit(request)
+                    return await self._send_within_rate_limit(build)
         except _RetryableResponse as exc:
             tries = policy.attempts
             raise TransientError(
                 f"{exc.message} (after {tries} {'try' if tries == 1 else 'tries'})",
                 retry_after=exc.retry_after,
             ) from None
+        finally:
+            _sending.reset(sending)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _backoff(self, state: RetryCallState) -> float:
@@ -193,7 +279,7 @@ class CrmClient:
     def _where(self, request: httpx.Request) -> str:
         return f"{request.method} {request.url.path}"
 
-    async def _send_within_rate_limit(self, request: httpx.Request) -> httpx.Response:
+    async def _send_within_rate_limit(self, build: Callable[[], httpx.Request]) -> httpx.Response:
         limiter = self.context.rate_limiter
         circuit = self.context.circuit
         rate_limited_for = 0.0
@@ -203,11 +289,13 @@ class CrmClient:
             # the contact's failure; the engine hands unsent contacts back without an attempt.
             await limiter.acquire()
             self.context.check()
+            request = build()
             started = time.perf_counter()
             try:
                 with self.context.in_flight():
                     async with asyncio.timeout(self._deadline):
-                        response = await self._http.send(request)
+                        response = await self._http.send(request, stream=True)
+                        whole = await self._read_body(response)
             except (httpx.TimeoutException, TimeoutError):
                 self._failed(f"{self.crm}: {self._where(request)} timed out")
                 raise _RetryableResponse(
@@ -264,6 +352,15 @@ class CrmClient:
                     retry_after=parse_retry_after(response.headers.get("retry-after")),
                     response=response,
                 )
+            if not whole:
+                # Only now: a 401 or a 503 with a huge error page is still what its status says.
+                cap = self.context.max_response_bytes
+                raise MalformedResponseError(
+                    f"{self.crm}: the answer to {self._where(request)} (HTTP {status}) is larger "
+                    f"than {cap:,} bytes, the most crmsync reads "
+                    f"({self.crm.upper()}_SYNC_MAX_RESPONSE_BYTES); it starts: "
+                    f"{self.body_snippet(response)}"
+                )
             return response
 
     def _failed(self, reason: str) -> None:
@@ -271,9 +368,42 @@ class CrmClient:
         self.context.circuit.failure(reason)
         self.context.circuit.check()
 
+    async def _read_body(self, response: httpx.Response) -> bool:
+        """Read the body of ``response``, at most ``max_response_bytes`` of it (after decoding), and
+        say whether it was read whole.
+
+        A larger answer (a proxy's error page, a misrouted download) is never held whole in memory:
+        reading stops at the cap (at the first chunk when ``Content-Length`` announces more) and only
+        its start is kept, for the error message.
+        """
+        cap = self.context.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        whole = not (declared.isdigit() and int(declared) > cap)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if not whole or size > cap:
+                    whole = False
+                    break
+        finally:
+            await response.aclose()
+        # What Response.aread() would have stored: the adapters read response.content as usual.
+        response._content = b"".join(chunks)
+        return whole
+
+    def snippet(self, text: str | bytes, length: int = SNIPPET_LENGTH) -> str:
+        """:func:`snippet` of ``text`` with the secrets redacted first: cutting first could leave the
+        start of a secret that no longer matches whole."""
+        if isinstance(text, bytes):
+            text = text[:_SNIPPET_WINDOW].decode("utf-8", errors="replace")
+        return snippet(self.redact(text[:_SNIPPET_WINDOW]), length)
+
     def body_snippet(self, response: httpx.Response) -> str:
         """The start of the response body, redacted, for messages."""
-        return self.redact(snippet(response.content)) if response.content else "(empty body)"
+        return self.snippet(response.content) if response.content else "(empty body)"
 
     def json(self, response: httpx.Response) -> Any:
         """The parsed JSON body, or :class:`MalformedResponseError` quoting the start of the body."""

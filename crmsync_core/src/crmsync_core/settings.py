@@ -7,24 +7,98 @@ An adapter subclasses :class:`SyncSettings` with its own ``env_prefix`` and adds
         api_key: SecretStr | None = None
 
 so that ``BREVO_SYNC_MAX_RETRIES=5`` sets ``sync_max_retries``. Settings can also be passed in code.
-Secrets are :class:`pydantic.SecretStr`, which never shows its value in a repr or a log.
+Secrets are :class:`pydantic.SecretStr`, which never shows its value in a repr or a log; a URL that may
+carry a credential (a webhook URL with ``?token=``) is a :class:`SecretUrl`. A base URL that has its own
+credential settings next to it is checked with :func:`refuse_url_credentials`. Validation errors never
+quote the rejected value (``hide_input_in_errors``): a misplaced secret must not reach a log that way.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
 
+#: the response body size a CRM may send before the request fails (``{CRM}_SYNC_MAX_RESPONSE_BYTES``)
+DEFAULT_MAX_RESPONSE_BYTES = 1_000_000
+
+
+def redact_url(url: str) -> str:
+    """``url`` without what may be a credential: the user and password, the query and the fragment
+    each become ``***``. What is left (scheme, host, port, path) is safe to show."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "***"
+    if not parts.scheme or not host:
+        return "***"
+    netloc = host if ":" not in host else f"[{host}]"
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    if parts.username is not None or parts.password is not None:
+        netloc = f"***@{netloc}"
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            "***" if parts.query else "",
+            "***" if parts.fragment else "",
+        )
+    )
+
+
+def url_has_credentials(url: str) -> bool:
+    """Whether ``url`` carries a user, a password or a query string (where tokens travel)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    return bool(parts.username or parts.password or parts.query)
+
+
+def refuse_url_credentials(url: str, setting: str, instead: str) -> str:
+    """``url`` unchanged, or a one-line error naming ``setting`` when it carries a credential.
+
+    For base URLs whose CRM has credential settings of its own (``instead`` names them): a password in
+    the URL would be shown wherever the base URL is.
+    """
+    if url_has_credentials(url):
+        raise ValueError(
+            f"{setting} must not carry a user, password or query string: put the credential in "
+            f"{instead}"
+        )
+    return url
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry a credential (``?token=...``, ``user:password@``).
+
+    Like :class:`pydantic.SecretStr` its value comes from :meth:`get_secret_value`; its ``repr`` and
+    ``str`` show the URL without user, password and query (``https://n8n.example.com/webhook/x?***``),
+    and a JSON dump shows ``**********``.
+    """
+
+    def _display(self) -> str:
+        value = self.get_secret_value()
+        return redact_url(value) if value else ""
+
 
 class SyncSettings(BaseSettings):
     """Scheduling, batching, retries and notification for one CRM."""
 
-    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+    # hide_input_in_errors: a ValidationError's text never quotes the value it refused (subclasses
+    # inherit it: pydantic merges model_config along the class hierarchy).
+    model_config = SettingsConfigDict(
+        extra="ignore", validate_default=True, hide_input_in_errors=True
+    )
 
     sync_scheduler_interval_minutes: float = Field(5.0, gt=0)
     #: contacts claimed per adapter call; ``None`` uses the adapter's largest batch
@@ -60,6 +134,8 @@ class SyncSettings(BaseSettings):
     sync_database_retry_seconds: float | None = Field(None, ge=0)
     #: who to tell when a contact fails for good; delivery is up to the host's ``contact_failed`` hook
     sync_failure_notification_email: str | None = None
+    #: the largest response body read from the CRM; a larger answer fails the request with a snippet
+    sync_max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1)
 
     @model_validator(mode="after")
     def _rate_limit_is_complete(self) -> SyncSettings:

@@ -29,7 +29,7 @@ from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequest
 from .filters import ContactFilter
 from .layout import CONTACT_FIELDS, CrmColumns, Layout
 from .ratelimit import RateLimit
-from .status import ALREADY_QUEUED, SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
+from .status import SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
 ID_CHUNK = 2_000
@@ -484,19 +484,22 @@ class Store:
     ) -> QueueResult:
         """Queue contacts by id for ``crm``. Contacts with no e-mail address are skipped with that reason;
         contacts already queued or in flight are counted and left alone; unknown ids are counted. All or
-        nothing: it runs in one transaction (the caller's, when ``connection`` is given).
+        nothing: it runs in one transaction (the caller's, when ``connection`` is given). Every id is
+        accounted for, even while another transaction queues the same contacts: ``queued +
+        already_queued + skipped + not_found`` is the number of distinct ids given.
 
         ``by_system`` puts contacts straight into ``Queued`` rather than the user's ``Selected``.
         """
-        wanted = self._parse_ids(ids)
+        # In id order: two operations on overlapping ids then lock them in the same order.
+        wanted = sorted(self._parse_ids(ids))
         total = QueueResult()
         async with self._transaction(connection) as conn:
             for start in range(0, len(wanted), ID_CHUNK):
                 chunk = wanted[start : start + ID_CHUNK]
                 where = self._id_column.in_(chunk)
-                found, already = await self._count_found_and_queued(conn, crm, where)
+                found = await self._lock_matching(conn, where)
                 part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
-                total = total + QueueResult(part.queued, already, part.skipped, len(chunk) - found)
+                total = total + self._accounted(part, found, len(chunk))
         return total
 
     async def queue_where(
@@ -512,9 +515,9 @@ class Store:
         are never loaded into Python."""
         where = self._filter_clause(crm, contact_filter)
         async with self._transaction(connection) as conn:
-            _, already = await self._count_found_and_queued(conn, crm, where)
+            found = await self._lock_matching(conn, where)
             part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
-        return QueueResult(part.queued, already, part.skipped, 0)
+        return self._accounted(part, found, found)
 
     async def unselect(
         self, crm: str, ids: Iterable[ContactId | str], *, connection: AsyncConnection | None = None
@@ -535,19 +538,32 @@ class Store:
                 changed += (await conn.execute(statement)).rowcount
         return changed
 
-    async def _count_found_and_queued(
-        self, conn: AsyncConnection, crm: str, where: sa.ColumnElement[bool]
-    ) -> tuple[int, int]:
-        c = self._crm(crm)
-        already = sa.case((c.sync.in_([s.value for s in ALREADY_QUEUED]), 1), else_=0)
-        row = (
-            await conn.execute(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(already), 0))
-                .select_from(self.table)
-                .where(where)
-            )
-        ).one()
-        return int(row[0]), int(row[1])
+    async def _lock_matching(self, conn: AsyncConnection, where: sa.ColumnElement[bool]) -> int:
+        """Lock the rows ``where`` selects (PostgreSQL; SQLite has one writer anyway) and count them.
+
+        Counting and then updating without the lock let a concurrent queue operation change a row in
+        between: it was neither "queued" (our UPDATE no longer matched it) nor "already queued" (it was
+        not, when counted). Locked rows keep their state until this transaction ends; the id order
+        makes two operations on overlapping ids lock in the same order instead of deadlocking.
+        """
+        locked = (
+            sa.select(self._id_column)
+            .where(where)
+            .order_by(self._id_column)
+            .with_for_update()
+            .subquery()
+        )
+        return int(
+            (await conn.execute(sa.select(sa.func.count()).select_from(locked))).scalar_one()
+        )
+
+    @staticmethod
+    def _accounted(part: QueueResult, found: int, given: int) -> QueueResult:
+        # Each found row is New, Complete, Error or Skipped (queued or skipped by this operation) or
+        # Selected, Queued or Processing (already queued), so the rest of what was found is "already
+        # queued": the four counts add up to what was given by construction.
+        already = max(0, found - part.queued - part.skipped)
+        return QueueResult(part.queued, already, part.skipped, max(0, given - found))
 
     async def _queue_where(
         self,

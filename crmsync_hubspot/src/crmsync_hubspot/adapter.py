@@ -71,7 +71,7 @@ class HubspotAdapter:
             )
         if not settings.api_base_url.startswith(("https://", "http://")):
             raise ConfigurationError(
-                f"HUBSPOT_API_BASE_URL must be an http(s) URL, got {settings.api_base_url!r}"
+                "HUBSPOT_API_BASE_URL must be an http(s) URL such as https://api.hubapi.com"
             )
         self.settings = settings
         self._now = now

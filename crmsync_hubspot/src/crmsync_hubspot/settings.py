@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from crmsync_core.settings import SyncSettings
+from crmsync_core.settings import SyncSettings, refuse_url_credentials
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 DEFAULT_UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
@@ -46,15 +46,20 @@ class HubspotSettings(SyncSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(
-                f"unknown time zone {value!r}: use an IANA name such as 'America/New_York'"
+                "unknown time zone: use an IANA name such as 'America/New_York'"
             ) from None
         return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        return refuse_url_credentials(value, "HUBSPOT_API_BASE_URL", "HUBSPOT_API_KEY")
 
     @field_validator("upsert_path", "properties_path")
     @classmethod
     def _absolute_path(cls, value: str) -> str:
         if not value.startswith("/"):
-            raise ValueError(f"{value!r} must be a path starting with '/'")
+            raise ValueError("must be a path starting with '/'")
         return value.rstrip("/")
 
     @property

@@ -37,7 +37,7 @@ from crmsync_core.errors import (
     PermanentError,
     TransientError,
 )
-from crmsync_core.http import CrmClient, snippet
+from crmsync_core.http import CrmClient
 
 from .fake import make_sandbox
 from .mapping import contact_payload
@@ -109,7 +109,7 @@ class MauticAdapter:
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigurationError(
                 "mautic: MAUTIC_BASE_URL must be an http(s) address such as "
-                f"https://mautic.example.com, not {settings.base_url[:80]!r}"
+                "https://mautic.example.com"
             )
         self._settings = settings
         self._root = root
@@ -415,7 +415,7 @@ class MauticAdapter:
             message = str(error)
         else:
             message = ""
-        return self._client.redact(snippet(message or "(no error message)", 300))
+        return self._client.snippet(message or "(no error message)", 300)
 
 
 def _by_index(

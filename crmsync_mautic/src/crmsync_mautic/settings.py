@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from crmsync_core.ratelimit import RateLimit
-from crmsync_core.settings import SyncSettings
+from crmsync_core.settings import SyncSettings, refuse_url_credentials
 
 #: Contact fields that can be sent to a Mautic custom field, through ``MAUTIC_FIELD_ALIASES``.
 MAPPABLE_FIELDS: frozenset[str] = frozenset(
@@ -49,6 +49,17 @@ class MauticSettings(SyncSettings):
     rate_limit_per_hour: int | None = Field(None, ge=1)
     timeout_seconds: float = Field(30.0, gt=0)
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return refuse_url_credentials(
+            value,
+            "MAUTIC_BASE_URL",
+            "MAUTIC_CLIENT_ID/MAUTIC_CLIENT_SECRET or MAUTIC_USERNAME/MAUTIC_PASSWORD",
+        )
+
     @field_validator("tags", mode="before")
     @classmethod
     def _split_tags(cls, value: Any) -> Any:
@@ -67,7 +78,7 @@ class MauticSettings(SyncSettings):
                 field, sep, alias = item.partition("=")
                 if not sep:
                     raise ValueError(
-                        f"expected contact_field=mautic_alias pairs separated by commas, got {item!r}"
+                        "expected contact_field=mautic_alias pairs separated by commas"
                     )
                 pairs[field.strip()] = alias.strip()
             return pairs
@@ -79,14 +90,18 @@ class MauticSettings(SyncSettings):
         for field, alias in value.items():
             if field not in MAPPABLE_FIELDS:
                 raise ValueError(
-                    f"unknown contact field {field!r}; choose from {', '.join(sorted(MAPPABLE_FIELDS))}"
+                    f"unknown contact field; choose from {', '.join(sorted(MAPPABLE_FIELDS))}"
                 )
             if not _ALIAS.match(alias):
                 raise ValueError(
-                    f"{alias!r} is not a Mautic field alias (lower-case letters, digits, underscores)"
+                    f"the alias for {field} is not a Mautic field alias "
+                    "(lower-case letters, digits, underscores)"
                 )
             if alias in RESERVED_ALIASES:
-                raise ValueError(f"the adapter fills the Mautic field {alias!r} itself")
+                raise ValueError(
+                    f"the alias for {field} is one the adapter fills itself "
+                    f"({', '.join(sorted(RESERVED_ALIASES))})"
+                )
         return value
 
     def rate_limit(self, default: RateLimit | None) -> RateLimit | None:

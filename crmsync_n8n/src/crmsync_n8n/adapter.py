@@ -61,7 +61,9 @@ class N8nAdapter:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         """``clock`` gives the ``timestamp`` of each payload (aware UTC)."""
-        self._url = _webhook_url(settings.webhook_url)
+        self._url = _webhook_url(
+            settings.webhook_url.get_secret_value() if settings.webhook_url else None
+        )
         headers, auth, secrets = _credentials(settings)
         if TEST_PATH in self._url.path:
             context.logger.warning(
@@ -108,21 +110,28 @@ class N8nAdapter:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _deliver(self, group: list[Contact]) -> list[Outcome]:
-        sent_at = self._clock()
+    def _body(
+        self, group: list[Contact], sent_at: datetime
+    ) -> dict[str, Any] | list[dict[str, Any]]:
         items = [
             contact_payload(c, sent_at=sent_at, extra_fields=self._settings.extra_fields)
             for c in group
         ]
-        body: dict[str, Any] | list[dict[str, Any]] = items if self._array_size else items[0]
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return items if self._array_size else items[0]
+
+    async def _deliver(self, group: list[Contact]) -> list[Outcome]:
+        def content() -> bytes:
+            # Made when the request leaves (after the concurrency slot, the rate limiter and any
+            # retry): ``timestamp`` is the time of sending, not of the batch's start.
+            body = self._body(group, self._clock())
+            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+        # The key is blind to ``timestamp``: every send of this group carries the same one.
+        key = idempotency_key(self._body(group, self._clock()))
         try:
             async with self._slots:
                 response = await self._client.request(
-                    "POST",
-                    str(self._url),
-                    content=content,
-                    headers={IDEMPOTENCY_HEADER: idempotency_key(body)},
+                    "POST", str(self._url), content=content, headers={IDEMPOTENCY_HEADER: key}
                 )
         except TransientError as exc:
             return [TransientFailure(c.id, exc.message, exc.retry_after) for c in group]

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
 from crmsync_core.ratelimit import RateLimit
+from crmsync_core.settings import SecretUrl
 
 from .settings import N8nSettings
 
@@ -33,6 +34,8 @@ SANDBOX_URL = "https://n8n.sandbox.invalid"
 SANDBOX_PATH = "scrapersky-contacts"
 SANDBOX_SECRET = "sandbox-n8n-webhook-secret"  # noqa: S105 (the fake's own, public credential)
 SANDBOX_WORKFLOW_ID = "wf-scrapersky-contacts"
+#: a token in the sandbox's webhook URL (the fake ignores it): the contract tests check it never shows
+SANDBOX_URL_TOKEN = "sandbox-n8n-url-token"  # noqa: S105 (the fake's own, public credential)
 PAYLOAD_SIZE_MAX = 16 * 1024 * 1024
 
 
@@ -237,7 +240,7 @@ def make_sandbox(options: SandboxOptions) -> Sandbox[N8nSettings]:
         seed=options.seed,
     )
     settings = N8nSettings(
-        webhook_url=f"{SANDBOX_URL}/webhook/{SANDBOX_PATH}",
+        webhook_url=SecretUrl(f"{SANDBOX_URL}/webhook/{SANDBOX_PATH}?token={SANDBOX_URL_TOKEN}"),
         webhook_secret=SecretStr(SANDBOX_SECRET),
         webhook_auth="bearer",
         workflow_id=SANDBOX_WORKFLOW_ID,

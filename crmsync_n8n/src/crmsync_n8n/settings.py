@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from crmsync_core.settings import SyncSettings
+from crmsync_core.settings import SecretUrl, SyncSettings
 
 from .mapping import EXTRA_FIELDS
 
@@ -26,8 +26,9 @@ class N8nSettings(SyncSettings):
 
     model_config = SettingsConfigDict(env_prefix="N8N_", extra="ignore")
 
-    #: the Webhook node's production URL, ``https://<host>/webhook/<path>``
-    webhook_url: str | None = None
+    #: the Webhook node's production URL, ``https://<host>/webhook/<path>``; it may carry a token
+    #: (``?token=...``), so it is a :class:`~crmsync_core.settings.SecretUrl`: its query never shows
+    webhook_url: SecretUrl | None = None
     #: the bearer token, Header Auth value or Basic password, depending on ``webhook_auth``
     webhook_secret: SecretStr | None = None
     #: ``bearer``: ``Authorization: Bearer <secret>`` (ScraperSky's header, n8n's Header Auth with name
@@ -61,10 +62,6 @@ class N8nSettings(SyncSettings):
     @field_validator("extra_fields")
     @classmethod
     def _known_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [name for name in value if name not in EXTRA_FIELDS]
-        if unknown:
-            raise ValueError(
-                f"unknown contact field(s) {', '.join(unknown)}; "
-                f"choose from {', '.join(EXTRA_FIELDS)}"
-            )
+        if any(name not in EXTRA_FIELDS for name in value):
+            raise ValueError(f"unknown contact field; choose from {', '.join(EXTRA_FIELDS)}")
         return tuple(dict.fromkeys(value))

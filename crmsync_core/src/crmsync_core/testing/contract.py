@@ -46,6 +46,8 @@ from ..contacts import (
     invalid_email_reason,
 )
 from ..errors import FatalError
+from ..http import url_secrets
+from ..settings import SecretUrl
 from .data import contact_rows
 
 Responder = Callable[[httpx.Request], httpx.Response]
@@ -141,13 +143,14 @@ class AdapterContract:
 
     @pytest.fixture
     def secrets(self, sandbox: Sandbox[Any]) -> list[str]:
-        values = [
-            value.get_secret_value()
-            for value in (
-                getattr(sandbox.settings, name) for name in type(sandbox.settings).model_fields
-            )
-            if isinstance(value, SecretStr)
-        ]
+        values: list[str] = []
+        for name in type(sandbox.settings).model_fields:
+            value = getattr(sandbox.settings, name)
+            if isinstance(value, SecretUrl):
+                # The credential part of a URL: its host and path are shown on purpose.
+                values += url_secrets(value.get_secret_value())
+            elif isinstance(value, SecretStr):
+                values.append(value.get_secret_value())
         return [v for v in values if v]
 
     @pytest.fixture
