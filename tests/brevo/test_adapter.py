@@ -124,7 +124,7 @@ async def test_created_contact_stores_brevos_id_and_an_update_stores_the_email(
 
     again = contact("anna@acme.io", name="Anna Schmidt")
     updated = (await run.push([again]))[again.id]
-    assert updated == Synced(again.id, "anna@acme.io")  # 204: Brevo returns no id
+    assert updated == Synced(again.id, None, fallback_id="anna@acme.io")  # 204: Brevo returns no id
     assert stored.attributes["LASTNAME"] == "Schmidt"
     assert all(body["updateEnabled"] is True for body in bodies(fake, "POST", "/contacts"))
 
@@ -297,7 +297,10 @@ async def test_malformed_created_answer_quotes_it(run: Run, fake: FakeBrevo) -> 
 async def test_above_the_threshold_contacts_are_imported(run: Run, fake: FakeBrevo) -> None:
     contacts = people(20, phone_number="+1 555 010 0000")
     outcomes = await run.push(contacts)
-    assert all(o == Synced(c.id, c.email) for c, o in zip(contacts, outcomes.values(), strict=True))
+    assert all(
+        o == Synced(c.id, None, fallback_id=c.email)
+        for c, o in zip(contacts, outcomes.values(), strict=True)
+    )
     assert fake.requests_to("POST", "/contacts") == []
     (body,) = bodies(fake, "POST", "/contacts/import")
     assert len(body["jsonBody"]) == 20

@@ -11,8 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from crmsync_core import CheckResult, Layout, RateLimit, Registry, Store, hookimpl, run_checks
+from crmsync_core import CheckResult, Layout, Registry, Store, hookimpl, run_checks
 from crmsync_core.check import CheckContext
+from crmsync_core.ratelimit import Bucket, WindowKind
 from crmsync_core.testing import SandboxSettings, sandbox_adapter_spec
 from crmsync_core.web import sync_router
 
@@ -47,7 +48,7 @@ async def test_the_table_and_the_shared_rate_limit_table_on_postgresql(postgres_
         assert found["table"] == "ok" and found["credentials"] == "ok"
         assert found["shared rate limit"] == "problem"
         [shared] = [r for r in checked["sandbox"] if r.name == "shared rate limit"]
-        assert "CREATE TABLE crmsync_rate_limits" in shared.fix
+        assert "CREATE TABLE crmsync_rate_slots" in shared.fix
         # The check created nothing; the first shared reservation does.
         assert (
             statuses(
@@ -62,7 +63,9 @@ async def test_the_table_and_the_shared_rate_limit_table_on_postgresql(postgres_
             )["shared rate limit"]
             == "problem"
         )
-        await store.reserve_request("sandbox", RateLimit(10, 1.0))
+        await store.rate_ledger().lease(
+            "sandbox", Bucket("sandbox", 10, 1.0, WindowKind.SLIDING), 1, [], 0.0
+        )
         again = await run_checks(
             ["sandbox"], registry=registry(), database=postgres_url, settings={"sandbox": LIMITED}
         )

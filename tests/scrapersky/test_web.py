@@ -202,6 +202,8 @@ async def test_summary_counts_every_status_and_what_is_due(
         "total_contacts": 5,
         "due": 2,
         "retrying": 0,
+        "paused_since": None,
+        "probe_at": None,
     }
 
 

@@ -213,6 +213,8 @@ class BrevoAdapter:
 
         batch: Batch = []
         for members in groups.values():
+            if len(members) > 1:
+                self._context.same_contact(members[0].id, [m.id for m in members[1:]])
             mapped = map_contact(members[0], self._names)
             for note in mapped.notes:
                 self._log.info("brevo: contact %s: %s", members[0].id, note)
@@ -253,8 +255,9 @@ class BrevoAdapter:
                     raise self._client.malformed(response, 'a created contact {"id": <number>}')
                 return Synced(contact_id, str(remote_id))
             if status == 204:
-                # Updated: Brevo returns no id, so the e-mail is the id (as ScraperSky stores it).
-                return Synced(contact_id, contact.email)
+                # Updated: Brevo returns no id. The e-mail is the id (as ScraperSky stores it) unless one
+                # is recorded already: a re-delivered contact keeps Brevo's numeric id.
+                return Synced(contact_id, None, fallback_id=contact.email)
             if 200 <= status < 300:
                 raise self._client.malformed(response, "HTTP 201 or 204")
         except TransientError as exc:
@@ -412,7 +415,7 @@ class BrevoAdapter:
         for contact, cid in chunk:
             reason = rejected.get(contact.email.lower())
             if reason is None:
-                outcomes.append(Synced(cid, contact.email))
+                outcomes.append(Synced(cid, None, fallback_id=contact.email))
             else:
                 outcomes.append(
                     PermanentFailure(
@@ -450,24 +453,28 @@ class BrevoAdapter:
     async def _gather(
         self, send: Callable[[X], Awaitable[T]], items: Sequence[X], concurrency: int
     ) -> list[T]:
-        """``send(item)`` for each item, ``concurrency`` at a time, results in ``items`` order. The
-        first fatal error stops the items not started yet and is raised once the others return."""
+        """``send(item)`` for each item, ``concurrency`` at a time, results in ``items`` order, each
+        reported to the engine as it arrives. The first error (a fatal answer, a database error) stops
+        the items not started yet and is raised once the others return: a request already sent is never
+        abandoned, so what Brevo accepted is recorded."""
         semaphore = asyncio.Semaphore(concurrency)
-        fatal: list[FatalError] = []
+        fatal: list[Exception] = []
 
         async def run(item: X) -> T | None:
             async with semaphore:
                 if fatal:
                     return None
                 try:
-                    return await send(item)
-                except FatalError as exc:
+                    result = await send(item)
+                except Exception as exc:
                     fatal.append(exc)
                     return None
+                self._context.report(result)  # type: ignore[arg-type]
+                return result
 
         results = await asyncio.gather(*(run(item) for item in items))
         if fatal:
-            raise fatal[0]
+            raise next((e for e in fatal if isinstance(e, FatalError)), fatal[0])
         return [result for result in results if result is not None]
 
     def _error(self, response: httpx.Response) -> tuple[str, str, dict[str, Any]]:

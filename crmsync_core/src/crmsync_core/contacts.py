@@ -49,10 +49,16 @@ def _split_name(name: str | None) -> tuple[str | None, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class Synced:
-    """The CRM has the contact. ``remote_id`` is the CRM's id for it, when the CRM says."""
+    """The CRM has the contact. ``remote_id`` is the CRM's id for it, when the CRM says.
+
+    ``fallback_id`` is what to record when the CRM gave no id and none is known yet (e.g. the e-mail,
+    by which Brevo also addresses a contact): it never replaces a remote id already recorded, so a
+    re-delivered contact keeps the id the CRM gave it first.
+    """
 
     contact_id: ContactId
     remote_id: str | None = None
+    fallback_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,15 @@ One run (:meth:`Engine.run_once`) hands claims back that a dead worker held, the
 ``{CRM}_SYNC_CONCURRENCY`` batches in flight: each claims up to a batch of due contacts from the
 :class:`~crmsync_core.store.Store`, pushes them through the adapter (whose requests share one rate
 limiter), turns every outcome into an event of the status machine with the retry policy, and records
-the batch in bulk. A :class:`~crmsync_core.errors.FatalError` stops the run at once and hands every
-claimed contact back untouched; so does a stop request, after the batches in flight finish.
+the batch in bulk.
+
+A contact's fate follows the CRM's answer to its own request, never the batch's: the adapter reports each
+request's outcomes as they arrive, and whatever then happens to the batch (a
+:class:`~crmsync_core.errors.FatalError`, a cancellation, a database error) the answered contacts are
+recorded and only the unanswered ones go back to the queue, untouched. A database error is never an
+attempt: writes are retried on a fresh connection, and if the worker gives up, the claim expires. A CRM
+that keeps failing trips the circuit breaker: the run stops, the CRM is paused in the store for every
+worker, and a later run probes it with one small batch after a growing cool-down.
 """
 
 from __future__ import annotations
@@ -16,16 +23,29 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from .adapter import Adapter, AdapterContext, AdapterSpec, collect_outcomes
+from .adapter import (
+    Adapter,
+    AdapterContext,
+    AdapterSpec,
+    CircuitBreaker,
+    ReportedOutcomes,
+    collect_outcomes,
+)
 from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
-from .errors import ConfigurationError, FatalError, RateLimitExhaustedError, StoreError
+from .errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    FatalError,
+    RateLimitExhaustedError,
+    StoreError,
+)
 from .plugins import Registry, default_registry
 from .ratelimit import Limiter, RateLimiter
 from .retry import RequestRetry, RetryPolicy
@@ -38,6 +58,11 @@ logger = logging.getLogger("crmsync.engine")
 #: longest error text kept in the processing-error column
 MAX_ERROR_LENGTH = 1_000
 _SAMPLE_ERRORS = 5
+#: what the claim heartbeat assumes of an adapter that set no request deadline (3 x httpx's 30 s)
+DEFAULT_REQUEST_DEADLINE = 90.0
+T = TypeVar("T")
+#: how long a cancelled batch may take to record its answers and hand back the rest
+SETTLE_ON_CANCEL_SECONDS = 10.0
 
 
 @dataclass
@@ -66,6 +91,10 @@ class RunReport:
     resume_after: float | None = None
     #: time requests waited for the rate limit
     rate_limited_seconds: float = 0.0
+    #: when the circuit breaker paused the CRM (``None``: not paused)
+    paused_since: datetime | None = None
+    #: database errors met (retried, or left to the claim timeout; never a contact's attempt)
+    database_errors: int = 0
     #: errors by kind: transient, permanent, skipped, fatal
     errors_by_kind: Counter[str] = field(default_factory=Counter)
     #: a few distinct error reasons, by kind
@@ -96,6 +125,8 @@ class RunReport:
             "stale": self.stale,
             "stopped": self.stopped,
             "resume_after": self.resume_after,
+            "paused_since": self.paused_since.isoformat() if self.paused_since else None,
+            "database_errors": self.database_errors,
             "rate_limited_seconds": round(self.rate_limited_seconds, 3),
             "errors_by_kind": dict(self.errors_by_kind),
             "sample_errors": self.sample_errors,
@@ -114,7 +145,12 @@ class _Run:
     remaining: int | None
     stop: asyncio.Event | None
     progress: Callable[[RunReport], None] | None
+    context: AdapterContext
+    circuit: CircuitBreaker
+    #: how long database writes are retried before the claim timeout is left to hand contacts back
+    database_retry_seconds: float
     fatal: FatalError | None = None
+    store_error: StoreError | None = None
 
 
 class Engine:
@@ -197,6 +233,33 @@ class Engine:
         report = RunReport(crm=crm, started_at=self._clock())
         try:
             settings = self.settings_for(crm)
+            paused = await self.store.circuit(crm)
+        except (ConfigurationError, StoreError) as exc:
+            return self._stopped(report, exc, started)
+        now = self._clock()
+        if paused is not None and now < paused.probe_at:
+            report.paused_since = paused.opened_at
+            # A dead worker's claims still go back to the queue while the CRM is paused.
+            with contextlib.suppress(StoreError):
+                report.recovered = await self.store.release_expired(
+                    crm,
+                    now=now,
+                    older_than=timedelta(minutes=settings.sync_claim_timeout_minutes),
+                )
+            return self._stopped(
+                report,
+                CircuitOpenError(
+                    f"{crm} is paused since {_when(paused.opened_at)} after repeated connection "
+                    f"errors, timeouts or 5xx; next probe at {_when(paused.probe_at)}",
+                    resume_after=(paused.probe_at - now).total_seconds(),
+                ),
+                started,
+            )
+        # A paused CRM past its cool-down is probed: one small batch, and its first failure pauses it again.
+        circuit = CircuitBreaker(
+            1 if paused is not None else settings.sync_circuit_failures, crm=crm
+        )
+        try:
             limiter = self._limiters.get(crm)
             if limiter is None:
                 limiter = self._limiters[crm] = self._limiter(crm, spec, settings)
@@ -206,6 +269,8 @@ class Engine:
                 request_retry=self._request_retry,
                 transport=self._transports.get(crm),
                 logger=logging.getLogger(f"crmsync.{crm}"),
+                request_deadline=settings.sync_request_deadline_seconds,
+                circuit=circuit,
                 max_response_bytes=settings.sync_max_response_bytes,
             )
             adapter = spec.factory(settings, context)
@@ -217,6 +282,7 @@ class Engine:
                 await adapter.aclose()
                 return self._stopped(report, problem, started)
 
+        claim_timeout = settings.sync_claim_timeout_minutes * 60
         run = _Run(
             crm=crm,
             spec=spec,
@@ -230,25 +296,40 @@ class Engine:
             remaining=limit,
             stop=stop,
             progress=progress,
+            context=context,
+            circuit=circuit,
+            database_retry_seconds=(
+                settings.sync_database_retry_seconds
+                if settings.sync_database_retry_seconds is not None
+                else claim_timeout / 2
+            ),
         )
         try:
-            report.recovered = await self.store.release_expired(
-                crm,
-                now=self._clock(),
-                older_than=timedelta(minutes=settings.sync_claim_timeout_minutes),
-            )
+            try:
+                report.recovered = await self.store.release_expired(
+                    crm,
+                    now=self._clock(),
+                    older_than=timedelta(minutes=settings.sync_claim_timeout_minutes),
+                )
+            except StoreError as exc:
+                run.store_error = exc
             if report.recovered:
                 logger.warning(
                     "%s: took back %d contacts from a worker that died", crm, report.recovered
                 )
-            lanes = [asyncio.create_task(self._lane(run)) for _ in range(settings.sync_concurrency)]
-            try:
-                await asyncio.gather(*lanes)
-            except BaseException:
-                for lane in lanes:
-                    lane.cancel()
-                await asyncio.gather(*lanes, return_exceptions=True)
-                raise
+            if paused is not None and run.store_error is None:
+                await self._probe(run, settings.sync_circuit_probe_size)
+            if run.fatal is None and run.store_error is None:
+                lanes = [
+                    asyncio.create_task(self._lane(run)) for _ in range(settings.sync_concurrency)
+                ]
+                try:
+                    await asyncio.gather(*lanes)
+                except BaseException:
+                    for lane in lanes:
+                        lane.cancel()
+                    await asyncio.gather(*lanes, return_exceptions=True)
+                    raise
         finally:
             await adapter.aclose()
             try:
@@ -258,8 +339,12 @@ class Engine:
                 logger.warning("%s: could not give back unused request slots: %s", crm, exc)
             report.rate_limited_seconds = limiter.waited_seconds - waited_before
             report.duration_seconds = time.perf_counter() - started
+        if circuit.opened is not None:
+            await self._pause(run, circuit.opened)
         if run.fatal is not None:
             self._stopped(report, run.fatal, started)
+        elif run.store_error is not None:
+            self._stopped(report, run.store_error, started)
         else:
             self._notify("run_finished", crm=crm, report=report)
         return report
@@ -308,10 +393,54 @@ class Engine:
         )
         return None
 
+    async def _probe(self, run: _Run, size: int) -> None:
+        """Send one small batch to a paused CRM; an answer resumes it for every worker."""
+        logger.warning("%s: paused CRM past its cool-down; probing with %d contacts", run.crm, size)
+        saved, run.batch_size = run.batch_size, min(size, run.batch_size)
+        remaining = run.remaining
+        run.remaining = run.batch_size if remaining is None else min(run.batch_size, remaining)
+        try:
+            await self._lane(run)
+        finally:
+            run.batch_size = saved
+            if remaining is not None:
+                run.remaining = remaining - run.report.claimed
+            else:
+                run.remaining = None
+        if run.circuit.opened is None and run.fatal is None and run.store_error is None:
+            try:
+                await self.store.close_circuit(run.crm)
+            except StoreError as exc:
+                run.store_error = exc
+                return
+            logger.warning("%s: the CRM answered the probe; resumed", run.crm)
+            run.circuit.threshold = run.settings.sync_circuit_failures
+
+    async def _pause(self, run: _Run, error: CircuitOpenError) -> None:
+        settings = run.settings
+        try:
+            state = await self.store.open_circuit(
+                run.crm,
+                now=self._clock(),
+                cooldown=settings.sync_circuit_cooldown_seconds,
+                max_cooldown=settings.sync_circuit_max_cooldown_seconds,
+            )
+        except StoreError:
+            # Not shared, but this run still stops; the next one finds out for itself.
+            logger.warning("%s: could not record the pause in the database", run.crm, exc_info=True)
+            error.resume_after = settings.sync_circuit_cooldown_seconds
+            return
+        run.report.paused_since = state.opened_at
+        error.resume_after = state.cooldown_seconds
+        error.args = (
+            f"{error.message}; paused since {_when(state.opened_at)}, "
+            f"next probe at {_when(state.probe_at)}",
+        )
+
     def _stopped(self, report: RunReport, exc: Exception, started: float) -> RunReport:
         report.stopped = str(exc)
         report.errors_by_kind["fatal"] += 1
-        if isinstance(exc, RateLimitExhaustedError):
+        if isinstance(exc, (RateLimitExhaustedError, CircuitOpenError)):
             report.resume_after = exc.resume_after
         report.duration_seconds = time.perf_counter() - started
         logger.error("%s: run stopped: %s", report.crm, report.stopped)
@@ -320,13 +449,23 @@ class Engine:
 
     async def _lane(self, run: _Run) -> None:
         """One batch in flight at a time; several lanes run side by side."""
-        while run.fatal is None and not (run.stop is not None and run.stop.is_set()):
+        while (
+            run.fatal is None
+            and run.store_error is None
+            and not (run.stop is not None and run.stop.is_set())
+        ):
             size = run.batch_size if run.remaining is None else min(run.batch_size, run.remaining)
             if size <= 0:
                 return
             if run.remaining is not None:
                 run.remaining -= size
-            claim = await self.store.claim(run.crm, size, now=self._clock())
+            claim = await self._with_database(
+                run,
+                "claim contacts",
+                lambda size=size: self.store.claim(run.crm, size, now=self._clock()),  # type: ignore[misc]
+            )
+            if claim is None:
+                return
             if run.remaining is not None:
                 run.remaining += size - len(claim.contacts)
             if not claim.contacts:
@@ -337,83 +476,160 @@ class Engine:
                 run.progress(run.report)
 
     async def _process(self, run: _Run, claim: Claim) -> None:
+        reported = ReportedOutcomes(claim.contacts)
         held, pushed = [claim], asyncio.Event()
-        heartbeat = asyncio.create_task(self._keep_claimed(run, held, pushed))
+        heartbeat = asyncio.create_task(self._keep_claimed(run, held, pushed, reported))
         try:
-            outcomes = await collect_outcomes(run.adapter, claim.contacts, crm=run.crm)
+            outcomes = await collect_outcomes(
+                run.adapter, claim.contacts, crm=run.crm, reported=reported
+            )
         except FatalError as exc:
+            # What the CRM answered before stands; only the contacts it did not answer go back.
             run.fatal = run.fatal or exc
-            released = await self._release(held, pushed, heartbeat)
-            # Counted after the await: ``report.released += await ...`` reads the count before
-            # awaiting, and lanes releasing side by side would overwrite each other's additions.
-            run.report.released += released
-            return
+            run.context.halt(exc)
+            outcomes = reported.outcomes()
+        except StoreError as exc:
+            # Infrastructure (a shared rate limit's database), not the CRM: no attempt is counted. The
+            # run stops (the next one starts afresh) rather than claim the same contacts again at once.
+            run.report.database_errors += 1
+            run.store_error = run.store_error or exc
+            logger.warning(
+                "%s: database error during a push; unanswered contacts go back to the queue with no "
+                "attempt counted: %s",
+                run.crm,
+                exc,
+            )
+            outcomes = reported.outcomes()
         except BaseException:
-            # Cancelled mid-push (shutdown): nothing was decided, so the claim goes back untouched.
-            released = await self._release(held, pushed, heartbeat)
-            run.report.released += released
+            # Cancelled (a second stop signal): record what was answered and hand back the rest, even
+            # while being cancelled, within a short deadline of its own.
+            reported.closed = True
+            settle = asyncio.ensure_future(
+                self._settle(run, held, pushed, heartbeat, reported.outcomes())
+            )
+            try:
+                await asyncio.shield(settle)
+            except asyncio.CancelledError:
+                await asyncio.wait({settle}, timeout=SETTLE_ON_CANCEL_SECONDS)
             raise
+        reported.closed = True
+        await self._settle(run, held, pushed, heartbeat, outcomes)
+
+    async def _settle(
+        self,
+        run: _Run,
+        held: list[Claim],
+        pushed: asyncio.Event,
+        heartbeat: asyncio.Task[None],
+        outcomes: Sequence[Outcome],
+    ) -> None:
+        """Record the answered contacts of a claim and hand the others back untouched."""
         pushed.set()
         await heartbeat
         claim = held[0]
         now = self._clock()
         contacts = {contact.id: contact for contact in claim.contacts}
-        resolutions = [self._resolve(run, contacts[o.contact_id], o, now) for o in outcomes]
-        result = await asyncio.shield(self.store.record(claim, resolutions, now=now))
-        run.report.stale += result.stale
-        # Hooks hear only of what was written: a stale result belongs to the worker that took it back.
-        self._after_record(
-            run, contacts, [r for r in resolutions if r.contact_id in result.written_ids]
-        )
+        outcomes = [o for o in outcomes if o.contact_id in contacts]
+        if outcomes:
+            resolutions = [self._resolve(run, contacts[o.contact_id], o, now) for o in outcomes]
+            result = await self._with_database(
+                run, "record results", lambda: self.store.record(claim, resolutions, now=now)
+            )
+            if result is not None:
+                run.report.stale += result.stale
+                written = [r for r in resolutions if r.contact_id in result.written_ids]
+                by_id = {o.contact_id: o for o in outcomes}
+                for resolution in written:
+                    self._count(run.report, resolution, by_id[resolution.contact_id])
+                # Hooks hear only of what was written: a stale result belongs to the worker that took
+                # it back.
+                self._after_record(run, contacts, written)
+        answered = {o.contact_id for o in outcomes}
+        unanswered = [c.id for c in claim.contacts if c.id not in answered]
+        if unanswered:
+            released = await self._with_database(
+                run, "hand contacts back", lambda: self.store.release(claim, unanswered)
+            )
+            run.report.released += released or 0
 
-    async def _keep_claimed(self, run: _Run, held: list[Claim], pushed: asyncio.Event) -> None:
-        """Renew the claim while its push goes on: a slow CRM must not look like a dead worker.
+    async def _with_database(
+        self, run: _Run, what: str, operation: Callable[[], Awaitable[T]]
+    ) -> T | None:
+        """Run a store operation, retrying database errors on a fresh connection (the pool pre-pings)
+        for up to ``database_retry_seconds``. ``None`` when it gave up: the run then stops, and claimed
+        contacts go back to the queue when their claim expires, with no attempt counted."""
+        give_up = time.monotonic() + run.database_retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                return await operation()
+            except StoreError as exc:
+                run.report.database_errors += 1
+                if time.monotonic() + delay > give_up:
+                    logger.error(
+                        "%s: could not %s (database error); the claim will expire and its contacts go "
+                        "back to the queue with no attempt counted: %s",
+                        run.crm,
+                        what,
+                        exc,
+                    )
+                    run.store_error = run.store_error or exc
+                    return None
+                logger.warning("%s: could not %s, retrying: %s", run.crm, what, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _keep_claimed(
+        self, run: _Run, held: list[Claim], pushed: asyncio.Event, reported: ReportedOutcomes
+    ) -> None:
+        """Renew the claim while its push goes on: a slow CRM must not look like a dead worker. A request
+        past its deadline is no longer covered (a stuck worker's contacts return to the queue).
 
         It stops between renewals, never during one, so the claim it hands back is the one in the table.
         """
         interval = run.settings.sync_claim_timeout_minutes * 60 / 3
+        deadline = run.context.request_deadline or DEFAULT_REQUEST_DEADLINE
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pushed.wait(), timeout=interval)
                 return
+            if reported.oldest_request_seconds() > deadline + interval:
+                logger.warning(
+                    "%s: a request is past its deadline; its claim is no longer renewed", run.crm
+                )
+                continue
             try:
                 held[0] = await self.store.extend_claim(held[0], now=self._clock())
+            except StoreError as exc:
+                run.report.database_errors += 1
+                logger.warning(
+                    "%s: could not renew a claim; it may be taken back: %s", run.crm, exc
+                )
             except Exception:
                 logger.warning(
                     "%s: could not renew a claim; it may be taken back", run.crm, exc_info=True
                 )
 
-    async def _release(
-        self, held: list[Claim], pushed: asyncio.Event, heartbeat: asyncio.Task[None]
-    ) -> int:
-        pushed.set()
-        await asyncio.shield(heartbeat)
-        return await asyncio.shield(self.store.release(held[0]))
-
     def _resolve(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
-        report = run.report
         if isinstance(outcome, Synced):
-            report.synced += 1
-            return Resolution(contact.id, Event.SUCCEED, remote_id=outcome.remote_id)
+            return Resolution(
+                contact.id,
+                Event.SUCCEED,
+                remote_id=outcome.remote_id,
+                fallback_id=outcome.fallback_id,
+            )
         if isinstance(outcome, Skipped):
-            report.skipped += 1
-            report._sample("skipped", outcome.reason)
             return Resolution(contact.id, Event.SKIP_BY_ADAPTER, error=_clip(outcome.reason))
         attempts = contact.attempts + 1
         if isinstance(outcome, PermanentFailure):
-            report.failed += 1
-            report._sample("permanent", outcome.reason)
             return Resolution(
                 contact.id, Event.FAIL, error=_clip(outcome.reason), attempts=attempts
             )
         assert isinstance(outcome, TransientFailure)
-        report._sample("transient", outcome.reason)
         delay = run.policy.delay_after(attempts, retry_after=outcome.retry_after, rng=self._rng)
         if delay is None:
-            report.failed += 1
             reason = f"{outcome.reason} (gave up after {attempts} attempts)"
             return Resolution(contact.id, Event.FAIL, error=_clip(reason), attempts=attempts)
-        report.retrying += 1
         return Resolution(
             contact.id,
             Event.RETRY,
@@ -421,6 +637,24 @@ class Engine:
             attempts=attempts,
             next_attempt_at=now + delay,
         )
+
+    @staticmethod
+    def _count(report: RunReport, resolution: Resolution, outcome: Outcome) -> None:
+        """Count one written result in the report (what was not written is not counted)."""
+        if isinstance(outcome, Synced):
+            report.synced += 1
+        elif isinstance(outcome, Skipped):
+            report.skipped += 1
+            report._sample("skipped", outcome.reason)
+        elif isinstance(outcome, PermanentFailure):
+            report.failed += 1
+            report._sample("permanent", outcome.reason)
+        else:
+            report._sample("transient", outcome.reason)
+            if resolution.event is Event.FAIL:
+                report.failed += 1
+            else:
+                report.retrying += 1
 
     def _after_record(
         self, run: _Run, contacts: Mapping[Any, Contact], resolutions: Sequence[Resolution]
@@ -454,6 +688,10 @@ class Engine:
         except Exception:
             # A broken notifier must not stop the sync or lose its results.
             logger.exception("a %s hook failed", hook_name)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _clip(reason: str) -> str:

@@ -15,7 +15,8 @@
         ├── PermanentError            the CRM rejected this contact's data; retrying will not help
         └── FatalError                the whole run for this CRM must stop (bad key, unknown list)
             ├── AuthenticationError
-            └── RateLimitExhaustedError  a budget that resets later (e.g. HubSpot's daily limit)
+            ├── RateLimitExhaustedError  a budget that resets later (e.g. HubSpot's daily limit)
+            └── CircuitOpenError         the CRM keeps failing: paused, probed again after a cool-down
 
 Each class's docstring is its default message. Messages never contain secrets: adapters pass secrets to
 :class:`crmsync_core.http.CrmClient`, which redacts them from everything it raises.
@@ -91,5 +92,17 @@ class RateLimitExhaustedError(FatalError):
     """The CRM's request budget is used up until it resets."""
 
     def __init__(self, message: str | None = None, *, resume_after: float) -> None:
+        super().__init__(message)
+        self.resume_after = resume_after
+
+
+class CircuitOpenError(FatalError):
+    """The CRM keeps failing (connection errors, timeouts, 5xx): it is paused until a probe succeeds.
+
+    Contacts whose requests were not answered go back to the queue without an attempt counted.
+    ``resume_after`` is the cool-down in seconds before the next probe.
+    """
+
+    def __init__(self, message: str | None = None, *, resume_after: float = 0.0) -> None:
         super().__init__(message)
         self.resume_after = resume_after

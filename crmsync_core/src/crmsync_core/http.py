@@ -9,6 +9,10 @@
   using up an attempt, up to :attr:`RequestRetry.max_rate_limit_wait`;
 * timeouts, dropped connections, 408, 425 and 5xx are retried with tenacity, then raised as
   :class:`~crmsync_core.errors.TransientError`;
+* each exchange has an overall deadline (``AdapterContext.request_deadline``, default three times the
+  timeout), all reads included: a server that trickles its answer is a timeout, not a wait forever;
+* consecutive connection errors, timeouts and 5xx feed the run's circuit breaker; once it opens, the
+  request raises :class:`~crmsync_core.errors.CircuitOpenError` and no other is sent;
 * 401 and 403 raise :class:`~crmsync_core.errors.AuthenticationError` with the adapter's hint on what to fix;
 * any other answer is returned for the adapter to interpret, its body read as a stream and capped at
   :attr:`AdapterContext.max_response_bytes` (a larger answer is a
@@ -20,6 +24,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import email.utils
 import json as _json
@@ -193,6 +198,7 @@ class CrmClient:
         self._limit_headers = limit_headers or LimitHeaders()
         self._base_path = httpx.URL(base_url).path.rstrip("/")
         self._inspect = inspect
+        self._deadline = context.request_deadline or 3 * timeout
         _install_log_filter()
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -289,25 +295,37 @@ class CrmClient:
         self, build: Callable[[], httpx.Request], path: str
     ) -> httpx.Response:
         limiter = self.context.rate_limiter
+        circuit = self.context.circuit
         rate_limited_for = 0.0
         while True:
+            self.context.check()
+            # A database error here (a shared budget) propagates as StoreError: infrastructure, never
+            # the contact's failure; the engine hands unsent contacts back without an attempt.
             await limiter.acquire(path)
+            self.context.check()
             request = build()
             started = time.perf_counter()
             try:
-                response = await self._http.send(request, stream=True)
-                whole = await self._read_body(response)
-            except httpx.TimeoutException:
+                with self.context.in_flight():
+                    async with asyncio.timeout(self._deadline):
+                        response = await self._http.send(request, stream=True)
+                        whole = await self._read_body(response)
+            except (httpx.TimeoutException, TimeoutError):
+                self._failed(f"{self.crm}: {self._where(request)} timed out")
                 raise _RetryableResponse(
                     f"{self.crm}: {self._where(request)} timed out", retry_after=None, response=None
                 ) from None
             except httpx.TransportError as exc:
-                raise _RetryableResponse(
+                reason = (
                     f"{self.crm}: {self._where(request)} failed: {self.redact(type(exc).__name__)}"
-                    f" {self.redact(str(exc))}",
-                    retry_after=None,
-                    response=None,
-                ) from None
+                    f" {self.redact(str(exc))}"
+                )
+                self._failed(reason)
+                raise _RetryableResponse(reason, retry_after=None, response=None) from None
+            if response.status_code >= 500:
+                self._failed(f"{self.crm}: HTTP {response.status_code} on {self._where(request)}")
+            else:
+                circuit.success()
             self.context.logger.debug(
                 "%s %s -> %s (%.0f ms)",
                 self.crm,
@@ -345,6 +363,8 @@ class CrmClient:
                 # from now, the pause would outlast the window by this process's own delays.
                 limiter.pause(said.reset - (time.perf_counter() - started), path)
             if status in (401, 403):
+                # Not halted here: an adapter may renew a token and try again (Mautic's OAuth). The
+                # engine halts the run when the error leaves the adapter.
                 raise AuthenticationError(
                     f"{self.crm} refused the credentials (HTTP {status} on {self._where(request)}): "
                     f"{self._auth_hint}. The CRM said: {self.body_snippet(response)}"
@@ -365,6 +385,11 @@ class CrmClient:
                     f"{self.body_snippet(response)}"
                 )
             return response
+
+    def _failed(self, reason: str) -> None:
+        """Count a connection error, timeout or 5xx; raise once the circuit opens (the CRM is paused)."""
+        self.context.circuit.failure(reason)
+        self.context.circuit.check()
 
     async def _read_body(self, response: httpx.Response) -> bool:
         """Read the body of ``response``, at most ``max_response_bytes`` of it (after decoding), and

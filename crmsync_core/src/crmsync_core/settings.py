@@ -120,6 +120,20 @@ class SyncSettings(BaseSettings):
     sync_shared_rate_limit: bool = True
     #: stop the run (as fatal) when the account lacks a field the adapter writes, instead of warning once
     sync_require_fields: bool = False
+    #: the longest one HTTP exchange may take, every read included (default: 3 times the timeout); past
+    #: it the request is a transient failure, and the batch's claim is no longer renewed
+    sync_request_deadline_seconds: float | None = Field(None, gt=0)
+    #: pause the CRM after this many connection errors, timeouts or 5xx in a row, every try of every
+    #: request counted (0: never). Requests that used up their tries before it opens count an attempt.
+    sync_circuit_failures: int = Field(10, ge=0)
+    #: first cool-down of a paused CRM before a probe; it doubles while the outage lasts
+    sync_circuit_cooldown_seconds: float = Field(60.0, gt=0)
+    sync_circuit_max_cooldown_seconds: float = Field(3600.0, gt=0)
+    #: contacts in the probe batch of a paused CRM
+    sync_circuit_probe_size: int = Field(1, ge=1)
+    #: how long to keep retrying a database write (results, releases) before leaving it to the claim
+    #: timeout; default: half the claim timeout
+    sync_database_retry_seconds: float | None = Field(None, ge=0)
     #: who to tell when a contact fails for good; delivery is up to the host's ``contact_failed`` hook
     sync_failure_notification_email: str | None = None
     #: the largest response body read from the CRM; a larger answer fails the request with a snippet

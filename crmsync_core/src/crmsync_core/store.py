@@ -73,6 +73,20 @@ class StatusSummary:
     retrying: int
     #: seconds since the longest-waiting due contact became due (``None`` when nothing is due)
     oldest_due_seconds: float | None
+    #: when the circuit breaker paused the CRM (``None``: not paused)
+    paused_since: datetime | None = None
+    #: when the paused CRM is probed next
+    probe_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitState:
+    """A CRM paused by the circuit breaker: since when, and when it is probed next."""
+
+    crm: str
+    opened_at: datetime
+    probe_at: datetime
+    cooldown_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +120,8 @@ class Resolution:
     error: str | None = None
     attempts: int = 0
     next_attempt_at: datetime | None = None
+    #: recorded as the remote id only when the CRM gave none and none is recorded yet
+    fallback_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +165,11 @@ def database_engine(url: str) -> AsyncEngine:
     elif parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
     if parsed.drivername == "postgresql+psycopg":
-        return create_async_engine(parsed, connect_args={"prepare_threshold": None}, pool_size=10)
+        # pre-ping: a pooled connection the server dropped (restart, pg_terminate_backend, a pooler's
+        # idle timeout) is replaced when taken from the pool instead of failing its next statement.
+        return create_async_engine(
+            parsed, connect_args={"prepare_threshold": None}, pool_size=10, pool_pre_ping=True
+        )
     if parsed.drivername.startswith("sqlite"):
         engine = create_async_engine(parsed, connect_args={"timeout": 30})
 
@@ -162,7 +182,7 @@ def database_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(parsed)
+    return create_async_engine(parsed, pool_pre_ping=True)
 
 
 def default_table(layout: Layout, metadata: sa.MetaData | None = None) -> sa.Table:
@@ -302,6 +322,20 @@ def scrapersky_migration_sql(table: str = "contacts") -> str:
 
 
 RATE_LIMIT_TABLE = "crmsync_rate_slots"
+CIRCUIT_TABLE = "crmsync_circuits"
+
+
+def circuit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
+    """crmsync's own table of paused CRMs, one row per paused CRM (PostgreSQL only)."""
+    return sa.Table(
+        CIRCUIT_TABLE,
+        metadata or sa.MetaData(),
+        sa.Column("crm", sa.String(64), primary_key=True),
+        sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("probe_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("cooldown_seconds", sa.Float, nullable=False),
+        schema=schema,
+    )
 
 
 def rate_limit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
@@ -480,6 +514,9 @@ class Store:
         self._crms: dict[str, _Crm] = {}
         self._id_type = _python_type(table.c[layout.id_column])
         self._rate_limits: sa.Table | None = None
+        self._circuits: sa.Table | None = None
+        #: paused CRMs where the database cannot share them (SQLite: one worker)
+        self._local_circuits: dict[str, CircuitState] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -751,6 +788,7 @@ class Store:
         for status, count in rows:
             counts[SyncStatus(_enum_value(status))] += int(count)
         oldest = _aware(due_row[1])
+        paused = await self.circuit(crm)
         return StatusSummary(
             crm=crm,
             counts=counts,
@@ -758,6 +796,8 @@ class Store:
             due=int(due_row[0]),
             retrying=int(retry_count),
             oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else None,
+            paused_since=paused.opened_at if paused else None,
+            probe_at=paused.probe_at if paused else None,
         )
 
     async def states(
@@ -934,6 +974,94 @@ class Store:
             self._rate_limits = table
         return self._rate_limits
 
+    # -- circuit breaker -----------------------------------------------------------------------------
+
+    async def circuit(self, crm: str) -> CircuitState | None:
+        """Whether ``crm`` is paused by the circuit breaker, and until when (``None``: not paused)."""
+        if not self.shares_rate_limits:
+            return self._local_circuits.get(crm)
+        # Reading never creates the table: `crmsync status` may run with a read-only role.
+        table = (
+            self._circuits
+            if self._circuits is not None
+            else circuit_table(schema=self.layout.schema)
+        )
+        statement = sa.select(table.c.opened_at, table.c.probe_at, table.c.cooldown_seconds).where(
+            table.c.crm == crm
+        )
+        try:
+            async with self._transaction(None) as conn:
+                row = (await conn.execute(statement)).one_or_none()
+        except sa_exc.ProgrammingError:
+            return None  # no table yet: no CRM was ever paused
+        if row is None:
+            return None
+        opened, probe = _aware(row[0]), _aware(row[1])
+        assert opened is not None
+        assert probe is not None
+        return CircuitState(crm, opened, probe, float(row[2]))
+
+    async def open_circuit(
+        self, crm: str, *, now: datetime, cooldown: float, max_cooldown: float
+    ) -> CircuitState:
+        """Pause ``crm``: first for ``cooldown`` seconds; again while paused, for twice the last
+        cool-down (at most ``max_cooldown``). Every worker sharing the database sees it."""
+        if not self.shares_rate_limits:
+            last = self._local_circuits.get(crm)
+            seconds = min(last.cooldown_seconds * 2, max_cooldown) if last else cooldown
+            state = CircuitState(
+                crm, last.opened_at if last else now, now + timedelta(seconds=seconds), seconds
+            )
+            self._local_circuits[crm] = state
+            return state
+        table = await self._circuit_table()
+        grown = sa.func.least(table.c.cooldown_seconds * 2, max_cooldown)
+        statement = (
+            postgresql.insert(table)
+            .values(
+                crm=crm,
+                opened_at=now,
+                probe_at=now + timedelta(seconds=cooldown),
+                cooldown_seconds=cooldown,
+            )
+            .on_conflict_do_update(
+                index_elements=[table.c.crm],
+                set_={
+                    "cooldown_seconds": grown,
+                    "probe_at": sa.literal(now, sa.DateTime(timezone=True))
+                    + sa.func.make_interval(0, 0, 0, 0, 0, 0, grown),
+                },
+            )
+            .returning(table.c.opened_at, table.c.probe_at, table.c.cooldown_seconds)
+        )
+        async with self._transaction(None) as conn:
+            row = (await conn.execute(statement)).one()
+        opened, probe = _aware(row[0]), _aware(row[1])
+        assert opened is not None
+        assert probe is not None
+        return CircuitState(crm, opened, probe, float(row[2]))
+
+    async def close_circuit(self, crm: str) -> None:
+        """The CRM answers again: resume it for every worker."""
+        if not self.shares_rate_limits:
+            self._local_circuits.pop(crm, None)
+            return
+        table = await self._circuit_table()
+        async with self._transaction(None) as conn:
+            await conn.execute(sa.delete(table).where(table.c.crm == crm))
+
+    async def _circuit_table(self) -> sa.Table:
+        if self._circuits is None:
+            table = circuit_table(schema=self.layout.schema)
+            try:
+                async with self._transaction(None) as conn:
+                    await conn.run_sync(table.create, checkfirst=True)
+            except (sa_exc.IntegrityError, sa_exc.ProgrammingError):
+                # Another worker created it between our check and our CREATE.
+                pass
+            self._circuits = table
+        return self._circuits
+
     # -- statement building --------------------------------------------------------------------------
 
     def _crm(self, crm: str) -> _Crm:
@@ -1058,8 +1186,11 @@ class Store:
         columns = [sa.column("contact_id", self._id_column.type), sa.column("error", c.error.type)]
         rows: list[tuple[Any, ...]] = [(r.contact_id, r.error) for r in group]
         if event is Event.SUCCEED:
-            columns.append(sa.column("remote_id", c.remote_id.type))
-            rows = [(*row, r.remote_id) for row, r in zip(rows, group, strict=True)]
+            columns += [
+                sa.column("remote_id", c.remote_id.type),
+                sa.column("fallback_id", c.remote_id.type),
+            ]
+            rows = [(*row, r.remote_id, r.fallback_id) for row, r in zip(rows, group, strict=True)]
         if event in (Event.RETRY, Event.FAIL):
             columns += [
                 sa.column("attempts", c.attempts.type),
@@ -1076,7 +1207,12 @@ class Store:
             values[c.names.claimed_at] = None
         values[c.names.error] = self._typed(outcome.c.error, c.error)
         if event is Event.SUCCEED:
-            values[c.names.remote_id] = self._typed(outcome.c.remote_id, c.remote_id)
+            # An answer without an id never replaces the id the CRM gave before (a re-delivery).
+            values[c.names.remote_id] = sa.func.coalesce(
+                self._typed(outcome.c.remote_id, c.remote_id),
+                c.remote_id,
+                self._typed(outcome.c.fallback_id, c.remote_id),
+            )
         if event in (Event.RETRY, Event.FAIL):
             values[c.names.attempts] = self._typed(outcome.c.attempts, c.attempts)
             values[c.names.next_attempt_at] = self._typed(

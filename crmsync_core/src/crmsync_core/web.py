@@ -34,6 +34,7 @@ handlers do), else in a transaction of their own. Bad input answers 422 in FastA
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -151,6 +152,11 @@ class SummaryResponse(BaseModel):
     retrying: int
     #: seconds the longest-waiting due contact has waited (``null`` when nothing is due)
     oldest_due_seconds: float | None
+    #: when the circuit breaker paused the CRM after repeated connection errors, timeouts or 5xx
+    #: (``null``: not paused); its contacts stay queued, with no attempt used, until a probe succeeds
+    paused_since: datetime | None = None
+    #: when the paused CRM is probed next
+    probe_at: datetime | None = None
 
 
 class SelectRequest(BaseModel):
@@ -307,6 +313,8 @@ def sync_router(
             due=summary.due,
             retrying=summary.retrying,
             oldest_due_seconds=summary.oldest_due_seconds,
+            paused_since=summary.paused_since,
+            probe_at=summary.probe_at,
         )
 
     @router.get(

@@ -1,8 +1,9 @@
 """The long-running worker: runs CRMs on their intervals until told to stop.
 
-SIGINT and SIGTERM ask it to stop: the batches in flight finish and are recorded, nothing new is
-claimed, and nothing is left ``Processing``. A second signal cancels the batches in flight, whose
-contacts go back to the queue untouched.
+SIGINT and SIGTERM ask it to stop: the batches in flight finish and are recorded (each request is bounded
+by its deadline), nothing new is claimed, and nothing is left ``Processing``. A second signal cancels the
+batches in flight: what the CRM already answered is recorded, the other contacts go back to the queue
+untouched, and :meth:`Worker.run` returns normally (:attr:`Worker.abandoned` says so).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._next_run = dict.fromkeys(self.crms, 0.0)
         self._signals = 0
+        #: the batches in flight were abandoned on a second signal
+        self.abandoned = False
 
     def stop(self) -> None:
         """Finish the batches in flight, then return from :meth:`run`."""
@@ -78,6 +81,11 @@ class Worker:
                 sleep_for = max(0.0, min(self._next_run.values()) - time.monotonic())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=sleep_for)
+        except asyncio.CancelledError:
+            if not self.abandoned or task is None:
+                raise
+            # Our own second-signal cancellation: the engine has settled the batches; return normally.
+            task.uncancel()
         finally:
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -90,6 +98,7 @@ class Worker:
                 "stopping: finishing the batches in flight (signal again to abandon them)"
             )
             self.stop()
-        elif task is not None:
+        elif task is not None and not self.abandoned:
             logger.warning("abandoning the batches in flight; their contacts go back to the queue")
+            self.abandoned = True
             task.cancel()

@@ -127,7 +127,9 @@ class HubspotAdapter:
         outcomes: list[Outcome] = list(skipped)
         for start in range(0, len(inputs), MAX_INPUTS):
             budget = _Bisection(self.settings.max_bisection_requests)
-            outcomes.extend(await self._upsert(inputs[start : start + MAX_INPUTS], budget))
+            answered = await self._upsert(inputs[start : start + MAX_INPUTS], budget)
+            self.client.context.report(answered)
+            outcomes.extend(answered)
         return outcomes
 
     # -- one request, and what to make of its answer ------------------------------------------------

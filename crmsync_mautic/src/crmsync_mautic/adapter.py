@@ -183,12 +183,15 @@ class MauticAdapter:
         limit = self._settings.api_batch_max_limit
         for start in range(0, len(sendable), limit):
             chunk = sendable[start : start + limit]
+            answered: list[Outcome]
             try:
-                outcomes += await self._push_batch(chunk)
+                answered = await self._push_batch(chunk)
             except TransientError as exc:
-                outcomes += [TransientFailure(c.id, exc.message, exc.retry_after) for c in chunk]
+                answered = [TransientFailure(c.id, exc.message, exc.retry_after) for c in chunk]
             except PermanentError as exc:
-                outcomes += [PermanentFailure(c.id, exc.message) for c in chunk]
+                answered = [PermanentFailure(c.id, exc.message) for c in chunk]
+            self._client.context.report(answered)
+            outcomes += answered
         return outcomes
 
     async def _push_batch(self, contacts: Sequence[Contact]) -> list[Outcome]:

@@ -99,8 +99,15 @@ class N8nAdapter:
         outcomes: list[Outcome] = list(skipped)
         size = self._array_size or 1
         groups = [sendable[start : start + size] for start in range(0, len(sendable), size)]
-        for group_outcomes in await _all([self._deliver(group) for group in groups]):
+        for group_outcomes in await _all(
+            [self._reported(self._deliver(group)) for group in groups]
+        ):
             outcomes.extend(group_outcomes)
+        return outcomes
+
+    async def _reported(self, delivery: Coroutine[Any, Any, list[Outcome]]) -> list[Outcome]:
+        outcomes = await delivery
+        self._client.context.report(outcomes)
         return outcomes
 
     async def aclose(self) -> None:
@@ -198,23 +205,14 @@ def execution_id(content: bytes) -> str | None:
 async def _all(
     coroutines: list[Coroutine[Any, Any, list[Outcome]]],
 ) -> list[list[Outcome]]:
-    """Run ``coroutines`` at once; on a :class:`FatalError` cancel the rest and raise it alone."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(coroutine) for coroutine in coroutines]
-    except ExceptionGroup as failed:
-        fatal, _ = failed.split(FatalError)
-        if fatal is not None:
-            raise _first(fatal) from None
-        raise _first(failed) from failed
-    return [task.result() for task in tasks]
-
-
-def _first(group: BaseExceptionGroup[Any]) -> BaseException:
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
+    """Run ``coroutines`` at once; when one fails, raise its error (a :class:`FatalError` first) once the
+    others return. They are not cancelled: a request already sent may have been accepted, and what n8n
+    accepted must be recorded, not sent again."""
+    results = await asyncio.gather(*coroutines, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise next((e for e in failed if isinstance(e, FatalError)), failed[0])
+    return [r for r in results if not isinstance(r, BaseException)]
 
 
 def _webhook_url(value: str | None) -> httpx.URL:

@@ -92,7 +92,19 @@ def summary_as_dict(summary: StatusSummary) -> dict[str, Any]:
         "due": summary.due,
         "retrying": summary.retrying,
         "oldest_due_seconds": summary.oldest_due_seconds,
+        "paused_since": summary.paused_since.isoformat() if summary.paused_since else None,
+        "probe_at": summary.probe_at.isoformat() if summary.probe_at else None,
     }
+
+
+def paused_lines(summaries: Sequence[StatusSummary]) -> list[str]:
+    """A line for each CRM that the circuit breaker paused: since when, and when it is probed next."""
+    return [
+        f"{s.crm} is paused since {s.paused_since:%Y-%m-%d %H:%M:%S} UTC (circuit breaker); "
+        f"next probe at {s.probe_at:%Y-%m-%d %H:%M:%S} UTC"
+        for s in summaries
+        if s.paused_since is not None and s.probe_at is not None
+    ]
 
 
 def report_line(report: RunReport) -> str:
@@ -110,10 +122,8 @@ def why_failed(report: RunReport) -> str | None:
     """Why a run makes the command exit non-zero: its CRM was stopped (a fatal error), or paused (the
     circuit breaker), with what to fix; None when the run ended normally."""
     if report.stopped:
-        return f"{report.crm} stopped: {report.stopped}"
-    paused = getattr(report, "paused", None)
-    if paused:
-        return f"{report.crm} paused: {paused}"
+        label = "paused" if report.paused_since else "stopped"
+        return f"{report.crm} {label}: {report.stopped}"
     return None
 
 

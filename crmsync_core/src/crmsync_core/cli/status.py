@@ -7,7 +7,7 @@ import json
 import click
 
 from ._options import Options, pass_options, run_async, shared_options
-from ._output import status_tables, stdout, summary_as_dict
+from ._output import paused_lines, status_tables, stdout, summary_as_dict
 
 
 @click.command()
@@ -30,3 +30,5 @@ async def status(options: Options, crms: tuple[str, ...], as_json: bool) -> None
         return
     for table in status_tables(summaries):
         stdout().print(table)
+    for line in paused_lines(summaries):
+        click.echo(line)

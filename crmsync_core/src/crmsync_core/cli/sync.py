@@ -57,7 +57,13 @@ async def sync(
             def on_report(report: RunReport) -> None:
                 print_report(report, as_json)
 
-            await Worker(engine, crms, interval=interval, on_report=on_report).run()
+            worker = Worker(engine, crms, interval=interval, on_report=on_report)
+            await worker.run()
+            if worker.abandoned:
+                click.echo(
+                    "stopped: batches in flight abandoned; unanswered contacts are back in the queue",
+                    err=True,
+                )
             return
         for crm in crms:
             due = (await store.summary(crm)).due

@@ -28,7 +28,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from ..adapter import AdapterContext, AdapterSpec, Sandbox, SandboxOptions, collect_outcomes
+from ..adapter import (
+    AdapterContext,
+    AdapterSpec,
+    ReportedOutcomes,
+    Sandbox,
+    SandboxOptions,
+    collect_outcomes,
+)
 from ..contacts import (
     Contact,
     Outcome,
@@ -60,6 +67,26 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         if self.respond is not None:
             return self.respond(request)
         return await self.inner.handle_async_request(request)
+
+
+class _AcceptsOnce(httpx.AsyncBaseTransport):
+    """The CRM answers until it has accepted one request carrying contacts, then refuses the key."""
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, contacts_in: Callable[[httpx.Request], int]
+    ) -> None:
+        self.inner = inner
+        self.contacts_in = contacts_in
+        self.accepted = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        if self.accepted:
+            return httpx.Response(401, content=b'{"code":"unauthorized","message":"Key not found"}')
+        response = await self.inner.handle_async_request(request)
+        if request.method != "GET" and response.is_success and self.contacts_in(request) > 0:
+            self.accepted = True
+        return response
 
 
 def sample_contacts(count: int, *, seed: int = 7) -> list[Contact]:
@@ -182,6 +209,25 @@ class AdapterContract:
         assert transport.requests, "the adapter sent nothing"
         sizes = [self.contacts_in_request(r) for r in transport.requests]
         assert max(sizes) <= self.spec.max_batch_size
+
+    async def test_answers_before_a_fatal_one_are_reported(self, sandbox: Sandbox[Any]) -> None:
+        """The CRM accepts the first request carrying contacts, then refuses the key: the accepted
+        contacts must have been reported (``context.report``), so that the engine records them Complete
+        instead of sending them again."""
+        assert sandbox.transport is not None
+        transport = _AcceptsOnce(sandbox.transport, self.contacts_in_request)
+        contacts = [c for c in sample_contacts(8) if invalid_email_reason(c.email) is None]
+        reported = ReportedOutcomes(contacts)
+        adapter = self.spec.factory(sandbox.settings, AdapterContext.for_testing(transport))
+        try:
+            await collect_outcomes(adapter, contacts, crm=self.spec.name, reported=reported)
+        except FatalError:
+            assert transport.accepted, "the CRM accepted a request before refusing the key"
+            assert any(isinstance(o, Synced) for o in reported.outcomes()), (
+                "what the CRM accepted before a fatal answer must be reported as it arrives"
+            )
+        finally:
+            await adapter.aclose()
 
     async def test_unauthorized_is_fatal_and_names_the_fix(
         self, sandbox: Sandbox[Any], secrets: list[str], crm_logs: pytest.LogCaptureFixture
