@@ -357,6 +357,8 @@ def test_the_status_table_fits_80_columns_and_json_stays_complete(
         "due",
         "retrying",
         "oldest_due_seconds",
+        "paused_since",
+        "probe_at",
     }
 
 

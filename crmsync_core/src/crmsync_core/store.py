@@ -1477,12 +1477,17 @@ async def inspect_database(database: str | AsyncEngine, layout: Layout) -> Datab
     finally:
         if isinstance(database, str):
             await engine.dispose()
-    ddl = sa.schema.CreateTable(rate_limits).compile(dialect=engine.dialect)
+    # The shared table exists only on PostgreSQL (its slots are an array); elsewhere there is no DDL.
+    ddl = (
+        " ".join(str(sa.schema.CreateTable(rate_limits).compile(dialect=engine.dialect)).split()) + ";"
+        if engine.dialect.name == "postgresql"
+        else ""
+    )
     return DatabaseInspection(
         dialect=engine.dialect.name,
         table_exists=exists,
         columns=columns,
         rate_limit_table=RATE_LIMIT_TABLE,
         rate_limit_table_exists=shared,
-        rate_limit_table_sql=" ".join(str(ddl).split()) + ";",
+        rate_limit_table_sql=ddl,
     )
