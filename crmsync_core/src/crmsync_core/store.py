@@ -1479,7 +1479,8 @@ async def inspect_database(database: str | AsyncEngine, layout: Layout) -> Datab
             await engine.dispose()
     # The shared table exists only on PostgreSQL (its slots are an array); elsewhere there is no DDL.
     ddl = (
-        " ".join(str(sa.schema.CreateTable(rate_limits).compile(dialect=engine.dialect)).split()) + ";"
+        " ".join(str(sa.schema.CreateTable(rate_limits).compile(dialect=engine.dialect)).split())
+        + ";"
         if engine.dialect.name == "postgresql"
         else ""
     )
