@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "crmsync"
 ALLOW_LIST_VARIABLE = "CRMSYNC_ADAPTERS"
 TRACE_VARIABLE = "CRMSYNC_TRACE_HOOKS"
+#: the name of the built-in failure e-mail plugin (:class:`crmsync_core.notify.FailureNotifier`)
+FAILURE_EMAIL_PLUGIN = "crmsync.failure_email"
 
 logger = logging.getLogger("crmsync.plugins")
 
@@ -87,6 +89,13 @@ class Registry:
         self.pm.register(plugin, name=name)
         self._adapters = None
 
+    @property
+    def failure_notifier(self) -> Any:
+        """The built-in :class:`~crmsync_core.notify.FailureNotifier`, or ``None`` in a registry that
+        does not load the installed plugins."""
+        self._ensure_entry_points()
+        return self.pm.get_plugin(FAILURE_EMAIL_PLUGIN)
+
     def unregister(self, plugin: object) -> None:
         self.pm.unregister(plugin)
         self._adapters = None
@@ -139,11 +148,14 @@ class Registry:
         )
 
     def plugins(self) -> list[PluginInfo]:
-        """Every loaded plugin with its distribution, version and the hooks it implements."""
+        """Every loaded plugin with its distribution, version and the hooks it implements.
+
+        The built-in failure e-mail plugin is not listed: it belongs to crmsync-core itself.
+        """
         self._ensure_entry_points()
         infos = []
         for name, plugin in self.pm.list_name_plugin():
-            if plugin is None:
+            if plugin is None or name == FAILURE_EMAIL_PLUGIN:
                 continue
             hooks = tuple(sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or ()))
             distribution, version = self._distributions.get(name, (None, None))
@@ -154,6 +166,12 @@ class Registry:
         if self._entry_points_loaded or not self._load_entry_points:
             return
         self._entry_points_loaded = True
+        # Built in, so that {CRM}_SYNC_FAILURE_NOTIFICATION_EMAIL works wherever the installed plugins
+        # do (an allow list of adapters does not turn it off); it does nothing while the setting is empty.
+        from .notify import FailureNotifier
+
+        if self.pm.get_plugin(FAILURE_EMAIL_PLUGIN) is None:
+            self.pm.register(FailureNotifier(), name=FAILURE_EMAIL_PLUGIN)
         allowed = _allow_list()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and entry_point.name not in allowed:
