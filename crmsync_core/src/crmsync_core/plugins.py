@@ -94,7 +94,8 @@ class Registry:
         """The built-in :class:`~crmsync_core.notify.FailureNotifier`, or ``None`` in a registry that
         does not load the installed plugins."""
         self._ensure_entry_points()
-        return self.pm.get_plugin(FAILURE_EMAIL_PLUGIN)
+        plugin = self.pm.get_plugin(FAILURE_EMAIL_PLUGIN)
+        return plugin.notifier if plugin is not None else None
 
     def unregister(self, plugin: object) -> None:
         self.pm.unregister(plugin)
@@ -168,10 +169,8 @@ class Registry:
         self._entry_points_loaded = True
         # Built in, so that {CRM}_SYNC_FAILURE_NOTIFICATION_EMAIL works wherever the installed plugins
         # do (an allow list of adapters does not turn it off); it does nothing while the setting is empty.
-        from .notify import FailureNotifier
-
         if self.pm.get_plugin(FAILURE_EMAIL_PLUGIN) is None:
-            self.pm.register(FailureNotifier(), name=FAILURE_EMAIL_PLUGIN)
+            self.pm.register(_FailureEmail(), name=FAILURE_EMAIL_PLUGIN)
         allowed = _allow_list()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and entry_point.name not in allowed:
@@ -246,6 +245,32 @@ class Registry:
         """(distribution, version) of the plugin that registered ``crm``, when it came from one."""
         self.adapters()
         return self._distributions.get(self._owners.get(crm, ""), (None, None))
+
+
+class _FailureEmail:
+    """The built-in failure e-mail, imported on first use so that loading plugins stays light."""
+
+    def __init__(self) -> None:
+        self._notifier: Any = None
+
+    @property
+    def notifier(self) -> Any:
+        if self._notifier is None:
+            from .notify import FailureNotifier
+
+            self._notifier = FailureNotifier()
+        return self._notifier
+
+    @hookspecs.hookimpl
+    def contact_failed(
+        self, crm: str, contact: Any, reason: str, notification_email: str | None
+    ) -> None:
+        if notification_email:
+            self.notifier.contact_failed(crm, contact, reason, notification_email)
+
+    @hookspecs.hookimpl
+    def run_finished(self, crm: str, report: Any, settings: Any) -> None:
+        self.notifier.run_finished(crm, report, settings)
 
 
 def _allow_list() -> set[str] | None:
