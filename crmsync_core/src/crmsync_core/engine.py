@@ -346,7 +346,7 @@ class Engine:
         elif run.store_error is not None:
             self._stopped(report, run.store_error, started)
         else:
-            self._notify("run_finished", crm=crm, report=report)
+            self._notify("run_finished", crm=crm, report=report, settings=settings)
         return report
 
     async def _check_fields(
@@ -444,7 +444,9 @@ class Engine:
             report.resume_after = exc.resume_after
         report.duration_seconds = time.perf_counter() - started
         logger.error("%s: run stopped: %s", report.crm, report.stopped)
-        self._notify("run_finished", crm=report.crm, report=report)
+        self._notify(
+            "run_finished", crm=report.crm, report=report, settings=self._settings.get(report.crm)
+        )
         return report
 
     async def _lane(self, run: _Run) -> None:

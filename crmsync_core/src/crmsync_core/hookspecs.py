@@ -49,8 +49,12 @@ def contact_failed(crm: str, contact: Contact, reason: str, notification_email: 
 
 
 @hookspec
-def run_finished(crm: str, report: RunReport) -> None:
-    """A run of ``crm`` ended (also when it stopped on a fatal error); ``report`` says what happened."""
+def run_finished(crm: str, report: RunReport, settings: SyncSettings | None) -> None:
+    """A run of ``crm`` ended (also when it stopped on a fatal error); ``report`` says what happened.
+
+    ``settings`` are the CRM's settings, or ``None`` when they could not be read (invalid settings).
+    Implementations may leave the argument out.
+    """
 
 
 @hookspec

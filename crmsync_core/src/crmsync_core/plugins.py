@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "crmsync"
 ALLOW_LIST_VARIABLE = "CRMSYNC_ADAPTERS"
 TRACE_VARIABLE = "CRMSYNC_TRACE_HOOKS"
+#: the name of the built-in failure e-mail plugin (:class:`crmsync_core.notify.FailureNotifier`)
+FAILURE_EMAIL_PLUGIN = "crmsync.failure_email"
 
 logger = logging.getLogger("crmsync.plugins")
 
@@ -87,6 +89,14 @@ class Registry:
         self.pm.register(plugin, name=name)
         self._adapters = None
 
+    @property
+    def failure_notifier(self) -> Any:
+        """The built-in :class:`~crmsync_core.notify.FailureNotifier`, or ``None`` in a registry that
+        does not load the installed plugins."""
+        self._ensure_entry_points()
+        plugin = self.pm.get_plugin(FAILURE_EMAIL_PLUGIN)
+        return plugin.notifier if plugin is not None else None
+
     def unregister(self, plugin: object) -> None:
         self.pm.unregister(plugin)
         self._adapters = None
@@ -139,11 +149,14 @@ class Registry:
         )
 
     def plugins(self) -> list[PluginInfo]:
-        """Every loaded plugin with its distribution, version and the hooks it implements."""
+        """Every loaded plugin with its distribution, version and the hooks it implements.
+
+        The built-in failure e-mail plugin is not listed: it belongs to crmsync-core itself.
+        """
         self._ensure_entry_points()
         infos = []
         for name, plugin in self.pm.list_name_plugin():
-            if plugin is None:
+            if plugin is None or name == FAILURE_EMAIL_PLUGIN:
                 continue
             hooks = tuple(sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or ()))
             distribution, version = self._distributions.get(name, (None, None))
@@ -154,6 +167,10 @@ class Registry:
         if self._entry_points_loaded or not self._load_entry_points:
             return
         self._entry_points_loaded = True
+        # Built in, so that {CRM}_SYNC_FAILURE_NOTIFICATION_EMAIL works wherever the installed plugins
+        # do (an allow list of adapters does not turn it off); it does nothing while the setting is empty.
+        if self.pm.get_plugin(FAILURE_EMAIL_PLUGIN) is None:
+            self.pm.register(_FailureEmail(), name=FAILURE_EMAIL_PLUGIN)
         allowed = _allow_list()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and entry_point.name not in allowed:
@@ -228,6 +245,32 @@ class Registry:
         """(distribution, version) of the plugin that registered ``crm``, when it came from one."""
         self.adapters()
         return self._distributions.get(self._owners.get(crm, ""), (None, None))
+
+
+class _FailureEmail:
+    """The built-in failure e-mail, imported on first use so that loading plugins stays light."""
+
+    def __init__(self) -> None:
+        self._notifier: Any = None
+
+    @property
+    def notifier(self) -> Any:
+        if self._notifier is None:
+            from .notify import FailureNotifier
+
+            self._notifier = FailureNotifier()
+        return self._notifier
+
+    @hookspecs.hookimpl
+    def contact_failed(
+        self, crm: str, contact: Any, reason: str, notification_email: str | None
+    ) -> None:
+        if notification_email:
+            self.notifier.contact_failed(crm, contact, reason, notification_email)
+
+    @hookspecs.hookimpl
+    def run_finished(self, crm: str, report: Any, settings: Any) -> None:
+        self.notifier.run_finished(crm, report, settings)
 
 
 def _allow_list() -> set[str] | None:

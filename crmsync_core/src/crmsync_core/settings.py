@@ -134,8 +134,11 @@ class SyncSettings(BaseSettings):
     #: how long to keep retrying a database write (results, releases) before leaving it to the claim
     #: timeout; default: half the claim timeout
     sync_database_retry_seconds: float | None = Field(None, ge=0)
-    #: who to tell when a contact fails for good; delivery is up to the host's ``contact_failed`` hook
+    #: who to tell (comma-separated) when contacts fail for good or the CRM stops: the built-in
+    #: :class:`~crmsync_core.notify.FailureNotifier` e-mails a digest; hooks can add other channels
     sync_failure_notification_email: str | None = None
+    #: at most one failure digest per this many minutes for this CRM
+    sync_failure_digest_minutes: float = Field(15.0, gt=0)
     #: the largest response body read from the CRM; a larger answer fails the request with a snippet
     sync_max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1)
 
