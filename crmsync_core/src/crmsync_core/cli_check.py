@@ -14,7 +14,6 @@ where ``run_setup(dry_run)`` returns an awaitable of :class:`~crmsync_core.check
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -63,6 +62,8 @@ def check_command(ctx: click.Context, crms: tuple[str, ...], as_json: bool) -> N
             "no CRM is configured (no BREVO_*, HUBSPOT_*, ... variable is set): set its variables "
             f"or name one with --crm (installed: {installed})"
         )
+    import asyncio
+
     try:
         layout = options.layout()
         results = asyncio.run(
@@ -98,6 +99,8 @@ def add_setup_command(
         cli.add_command(group)
 
     def setup(dry_run: bool) -> None:
+        import asyncio
+
         from .errors import CrmsyncError
 
         try:
