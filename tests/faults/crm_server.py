@@ -124,6 +124,10 @@ class CrmServer:
     async def _answer(
         self, writer: asyncio.StreamWriter, method: str, path: str, body: bytes
     ) -> None:
+        if method != "POST":
+            # Reads (the engine's once-per-worker field check) deliver no contact: answer them plainly.
+            await self._send(writer, 200, b'{"attributes": []}')
+            return
         data = json.loads(body) if body else {}
         items = data if isinstance(data, list) else [data]
         emails = [str(item.get("email", "")).lower() for item in items]
