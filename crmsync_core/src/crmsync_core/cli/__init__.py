@@ -84,13 +84,16 @@ class CrmsyncGroup(click.Group):
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        try:
-            return super().resolve_command(ctx, args)
-        except click.exceptions.NoSuchCommand as exc:
-            # click suggests among the commands loaded so far; suggest among all of them.
-            raise click.exceptions.NoSuchCommand(
-                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
-            ) from None
+        name = args[0] if args else None
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            # click suggests among the commands loaded so far (and click 8.1 not at all): suggest
+            # among all of them, plugins' included.
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
 
     def load_plugin_commands(self) -> None:
         """Let installed plugins add their commands (once per registry)."""
@@ -116,6 +119,11 @@ class CrmsyncGroup(click.Group):
         """Run the command line; in standalone mode every error the user can fix is one line."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        if args is not None and not args:
+            # Named without a command: the help on stderr and exit 2, as click 8.2 does (8.1 exits 0).
+            with self.make_context(prog_name or "crmsync", [], resilient_parsing=True) as ctx:
+                click.echo(ctx.get_help(), err=True)
+            sys.exit(2)
         try:
             result = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:
