@@ -95,7 +95,7 @@ class Registry:
         does not load the installed plugins."""
         self._ensure_entry_points()
         plugin = self.pm.get_plugin(FAILURE_EMAIL_PLUGIN)
-        return plugin.notifier if plugin is not None else None
+        return plugin.notifier() if plugin is not None else None
 
     def unregister(self, plugin: object) -> None:
         self.pm.unregister(plugin)
@@ -253,7 +253,8 @@ class _FailureEmail:
     def __init__(self) -> None:
         self._notifier: Any = None
 
-    @property
+    # A method, not a property: older pluggy reads every attribute of a plugin when registering it, and
+    # a property would import the notifier (and pydantic) into `crmsync --help`.
     def notifier(self) -> Any:
         if self._notifier is None:
             from .notify import FailureNotifier
@@ -266,11 +267,11 @@ class _FailureEmail:
         self, crm: str, contact: Any, reason: str, notification_email: str | None
     ) -> None:
         if notification_email:
-            self.notifier.contact_failed(crm, contact, reason, notification_email)
+            self.notifier().contact_failed(crm, contact, reason, notification_email)
 
     @hookspecs.hookimpl
     def run_finished(self, crm: str, report: Any, settings: Any) -> None:
-        self.notifier.run_finished(crm, report, settings)
+        self.notifier().run_finished(crm, report, settings)
 
 
 def _allow_list() -> set[str] | None:
