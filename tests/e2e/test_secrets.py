@@ -9,7 +9,6 @@ headers and body, as a debugging proxy might), and a dropped connection.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -18,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import h11
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -26,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from crmsync_brevo import BrevoSettings, FakeBrevo
 from crmsync_brevo.fake import SANDBOX_LIST_ID
 from crmsync_core import Engine, Layout, Registry, RequestRetry, RunReport, Store, SyncSettings
+from crmsync_core.testing.server import serve_handler
 from crmsync_hubspot import FakeHubspot, HubspotSettings
 from crmsync_mautic import FakeMautic, MauticSettings
 from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
@@ -141,60 +140,16 @@ class Misbehaving:
 async def loopback(
     handle: Callable[[httpx.Request], Awaitable[httpx.Response | None]],
 ) -> AsyncIterator[str]:
-    """Serve ``handle`` over HTTP/1.1 on a loopback port (port 0); ``None`` drops the connection."""
+    """Serve ``handle`` over HTTP/1.1 on a loopback port; ``None`` drops the connection."""
 
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await reader.read(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                    continue
-                if not isinstance(event, h11.Request):
-                    return
-                head, body = event, bytearray()
-                while not isinstance(event := conn.next_event(), h11.EndOfMessage):
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(await reader.read(65536))
-                    elif isinstance(event, h11.Data):
-                        body += event.data
-                request = httpx.Request(
-                    head.method.decode(),
-                    f"http://127.0.0.1:{port}{head.target.decode()}",
-                    headers=[(k.decode(), v.decode()) for k, v in head.headers],
-                    content=bytes(body),
-                )
-                response = await handle(request)
-                if response is None:
-                    return
-                content = await response.aread()
-                headers = [
-                    (k, v)
-                    for k, v in response.headers.items()
-                    if k.lower() not in ("content-length", "transfer-encoding")
-                ]
-                headers.append(("content-length", str(len(content))))
-                writer.write(
-                    conn.send(h11.Response(status_code=response.status_code, headers=headers))
-                    or b""
-                )
-                writer.write(conn.send(h11.Data(data=content)) or b"")
-                writer.write(conn.send(h11.EndOfMessage()) or b"")
-                await writer.drain()
-                conn.start_next_cycle()
-        except (h11.RemoteProtocolError, ConnectionError):
-            return
-        finally:
-            writer.close()
+    async def answer(request: httpx.Request) -> httpx.Response:
+        response = await handle(request)
+        if response is None:
+            raise httpx.RemoteProtocolError("dropped", request=request)  # serve_handler hangs up
+        return response
 
-    server = await asyncio.start_server(connection, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield f"http://127.0.0.1:{port}"
+    async with serve_handler(answer) as origin:
+        yield origin
 
 
 def settings_texts(settings: SyncSettings) -> list[str]:

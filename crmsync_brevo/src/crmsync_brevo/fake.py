@@ -281,61 +281,10 @@ class FakeBrevo:
     @contextlib.asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
         """Serve the fake over HTTP/1.1 on a loopback port; yields its base URL (``.../v3``)."""
-        import h11  # httpx's own HTTP/1.1 engine (through httpcore): always installed with httpx
+        from crmsync_core.testing.server import serve_handler
 
-        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            conn = h11.Connection(h11.SERVER)
-            try:
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await reader.read(65536)
-                        conn.receive_data(data)
-                        if not data:
-                            return
-                        continue
-                    if isinstance(event, h11.Request):
-                        head, body = event, bytearray()
-                        while not isinstance(event := conn.next_event(), h11.EndOfMessage):
-                            if event is h11.NEED_DATA:
-                                conn.receive_data(await reader.read(65536))
-                            elif isinstance(event, h11.Data):
-                                body += event.data
-                        request = httpx.Request(
-                            head.method.decode(),
-                            f"http://{host}:{bound}{head.target.decode()}",
-                            headers=[(k.decode(), v.decode()) for k, v in head.headers],
-                            content=bytes(body),
-                        )
-                        response = await self.handle(request)
-                        content = await response.aread()
-                        headers = [(k, v) for k, v in response.headers.items()]
-                        headers = [h for h in headers if h[0].lower() != "content-length"]
-                        headers.append(("content-length", str(len(content))))
-                        writer.write(
-                            conn.send(
-                                h11.Response(status_code=response.status_code, headers=headers)
-                            )
-                            or b""
-                        )
-                        writer.write(conn.send(h11.Data(data=content)) or b"")
-                        writer.write(conn.send(h11.EndOfMessage()) or b"")
-                        await writer.drain()
-                        conn.start_next_cycle()
-                        continue
-                    return
-            except (h11.RemoteProtocolError, ConnectionError):
-                return
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(connection, host, port)
-        bound = server.sockets[0].getsockname()[1]
-        try:
-            yield f"http://{host}:{bound}{self.base_path}"
-        finally:
-            server.close()
-            await server.wait_closed()
+        async with serve_handler(self.handle, host, port) as origin:
+            yield f"{origin}{self.base_path}"
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         """Answer one request as Brevo would."""

@@ -27,8 +27,13 @@ Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
 @contextlib.asynccontextmanager
-async def serve_handler(handle: Handler, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve ``handle`` on ``host`` and an ephemeral port; yields the origin (``http://host:port``)."""
+async def serve_handler(
+    handle: Handler, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve ``handle`` on ``host`` and ``port`` (0: an ephemeral one); yields ``http://host:port``.
+
+    A handler that raises :class:`httpx.TransportError` drops the connection, as a failing server does.
+    """
     import h11
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -61,8 +66,11 @@ async def serve_handler(handle: Handler, host: str = "127.0.0.1") -> AsyncIterat
                     content = await response.aread()
                 except httpx.TransportError:
                     return  # the fake drops the connection (an injected failure)
+                # The body is sent whole, so its framing is ours, whatever the fake's response said.
                 headers = [
-                    (k, v) for k, v in response.headers.items() if k.lower() != "content-length"
+                    (k, v)
+                    for k, v in response.headers.items()
+                    if k.lower() not in ("content-length", "transfer-encoding")
                 ]
                 headers.append(("content-length", str(len(content))))
                 writer.write(
@@ -78,7 +86,7 @@ async def serve_handler(handle: Handler, host: str = "127.0.0.1") -> AsyncIterat
         finally:
             writer.close()
 
-    server = await asyncio.start_server(connection, host, 0)
+    server = await asyncio.start_server(connection, host, port)
     bound = server.sockets[0].getsockname()[1]
     try:
         yield f"http://{host}:{bound}"
