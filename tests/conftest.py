@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+
+from crmsync_core import Layout, Registry, Store
+from crmsync_core.testing.server import serve_in_thread
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 #: ScraperSky's real table, kept in the repository beside the example app that uses it
@@ -57,3 +63,48 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def scrapersky_sql() -> str:
     """ScraperSky's real contacts table (``examples/scrapersky/contacts.sql``)."""
     return SCRAPERSKY_SQL.read_text()
+
+
+#: how a CLI test serves a fake CRM: ``with cli_environment(fake.handle) as (origin, environment)``
+CliEnvironment = Callable[
+    [Callable[[httpx.Request], Awaitable[httpx.Response]]],
+    contextlib.AbstractContextManager[tuple[str, dict[str, str]]],
+]
+
+
+@pytest.fixture
+def cli_database(tmp_path: Path) -> str:
+    """A SQLite file holding the default layout's table, as `crmsync schema --apply` creates it."""
+    url = f"sqlite:///{tmp_path / 'crmsync.sqlite3'}"
+
+    async def create() -> None:
+        layout = Layout.default(list(Registry().adapters().values()))
+        await (await Store.connect(url, layout, create=True)).close()
+
+    asyncio.run(create())
+    return url
+
+
+@pytest.fixture
+def cli_environment(cli_database: str) -> CliEnvironment:
+    """Serve a fake CRM's handler on a loopback port for a `crmsync` subprocess.
+
+    Yields the server's origin and an environment for the subprocess: this process's, without any CRM's
+    or crmsync's settings (the test adds the CRM's, pointing at the origin), with the database of
+    :func:`cli_database`.
+    """
+
+    @contextlib.contextmanager
+    def serve(
+        handle: Callable[[httpx.Request], Awaitable[httpx.Response]],
+    ) -> Iterator[tuple[str, dict[str, str]]]:
+        with serve_in_thread(handle) as origin:
+            environment = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("BREVO_", "HUBSPOT_", "MAUTIC_", "N8N_", "CRMSYNC_"))
+            }
+            environment.update(CRMSYNC_DATABASE_URL=cli_database, COLUMNS="200")
+            yield origin, environment
+
+    return serve

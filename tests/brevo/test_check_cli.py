@@ -4,8 +4,6 @@ sent is checked against Brevo's OpenAPI spec afterwards (the fake keeps them).""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,10 +13,9 @@ import pytest
 
 from crmsync_brevo import FakeBrevo
 from crmsync_brevo.fake import SCRAPERSKY_ATTRIBUTES, STANDARD_ATTRIBUTES
-from crmsync_core import Layout, Registry, Store
 from crmsync_core.ratelimit import RateLimit
-from crmsync_core.testing.server import serve_in_thread
 
+from ..conftest import CliEnvironment
 from .conftest import spec_violation
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
@@ -35,39 +32,15 @@ def lines_of(result: subprocess.CompletedProcess[str], status: str) -> list[str]
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> str:
-    """The default layout's table, created as `crmsync schema --apply` would."""
-    url = f"sqlite:///{tmp_path / 'crmsync.sqlite3'}"
-
-    async def create() -> None:
-        store = await Store.connect(
-            url, Layout.default(list(Registry().adapters().values())), create=True
-        )
-        await store.close()
-
-    asyncio.run(create())
-    return url
-
-
-@pytest.fixture
 def fake() -> FakeBrevo:
     return FakeBrevo(rate_limit=RateLimit(10, 1.0))
 
 
 @pytest.fixture
-def env(fake: FakeBrevo, database: str) -> Iterator[dict[str, str]]:
-    with serve_in_thread(fake.handle) as origin:
-        environment = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("BREVO_", "HUBSPOT_", "MAUTIC_", "N8N_", "CRMSYNC_"))
-        }
+def env(fake: FakeBrevo, cli_environment: CliEnvironment) -> Iterator[dict[str, str]]:
+    with cli_environment(fake.handle) as (origin, environment):
         environment.update(
-            BREVO_API_KEY=fake.api_key,
-            BREVO_API_BASE_URL=f"{origin}/v3",
-            BREVO_LIST_ID="2",
-            CRMSYNC_DATABASE_URL=database,
-            COLUMNS="200",
+            BREVO_API_KEY=fake.api_key, BREVO_API_BASE_URL=f"{origin}/v3", BREVO_LIST_ID="2"
         )
         yield environment
     violations = [v for r in fake.requests if (v := spec_violation(r)) is not None]

@@ -3,8 +3,6 @@ on a loopback port. Request bodies the commands sent are checked against HubSpot
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from crmsync_core import Layout, Registry, Store
 from crmsync_core.ratelimit import RateLimit
-from crmsync_core.testing.server import serve_in_thread
 from crmsync_hubspot import FakeHubspot
 from crmsync_hubspot.fake import SCRAPERSKY_PROPERTIES, STANDARD_PROPERTIES
 
+from ..conftest import CliEnvironment
 from .conftest import SdkValidator
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
@@ -39,23 +36,11 @@ def fake() -> FakeHubspot:
 
 
 @pytest.fixture
-def env(fake: FakeHubspot, tmp_path: Path, sdk_validator: SdkValidator) -> Iterator[dict[str, str]]:
-    url = f"sqlite:///{tmp_path / 'crmsync.sqlite3'}"
-
-    async def create() -> None:
-        layout = Layout.default(list(Registry().adapters().values()))
-        await (await Store.connect(url, layout, create=True)).close()
-
-    asyncio.run(create())
-    with serve_in_thread(fake.handle) as origin:
-        environment = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("BREVO_", "HUBSPOT_", "MAUTIC_", "N8N_", "CRMSYNC_"))
-        }
-        environment.update(
-            HUBSPOT_API_KEY=fake.token, HUBSPOT_API_BASE_URL=origin, CRMSYNC_DATABASE_URL=url
-        )
+def env(
+    fake: FakeHubspot, cli_environment: CliEnvironment, sdk_validator: SdkValidator
+) -> Iterator[dict[str, str]]:
+    with cli_environment(fake.handle) as (origin, environment):
+        environment.update(HUBSPOT_API_KEY=fake.token, HUBSPOT_API_BASE_URL=origin)
         yield environment
     for request in fake.requests:
         sdk_validator.check(request)

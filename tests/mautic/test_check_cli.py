@@ -3,9 +3,7 @@ on a loopback port (OAuth 2 client credentials, as the sandbox uses)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from crmsync_core import Layout, Registry, Store
-from crmsync_core.testing.server import serve_in_thread
 from crmsync_mautic import FakeMautic
 from crmsync_mautic.fake import CLIENT_CREDENTIALS_GRANTS
+
+from ..conftest import CliEnvironment
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 ALIASES = "domain_id=scrapersky_domain_id,has_gmail=has_gmail,source_url=source_url"
@@ -42,26 +40,13 @@ def fake() -> FakeMautic:
 
 
 @pytest.fixture
-def env(fake: FakeMautic, tmp_path: Path) -> Iterator[dict[str, str]]:
-    url = f"sqlite:///{tmp_path / 'crmsync.sqlite3'}"
-
-    async def create() -> None:
-        layout = Layout.default(list(Registry().adapters().values()))
-        await (await Store.connect(url, layout, create=True)).close()
-
-    asyncio.run(create())
-    with serve_in_thread(fake.handle) as origin:
-        environment = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("BREVO_", "HUBSPOT_", "MAUTIC_", "N8N_", "CRMSYNC_"))
-        }
+def env(fake: FakeMautic, cli_environment: CliEnvironment) -> Iterator[dict[str, str]]:
+    with cli_environment(fake.handle) as (origin, environment):
         environment.update(
             MAUTIC_BASE_URL=origin,
             MAUTIC_CLIENT_ID=fake.client_id,
             MAUTIC_CLIENT_SECRET=fake.client_secret,
             MAUTIC_FIELD_ALIASES=ALIASES,
-            CRMSYNC_DATABASE_URL=url,
         )
         yield environment
 

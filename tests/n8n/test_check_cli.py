@@ -3,8 +3,6 @@ webhook from an unregistered one without running the workflow."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from crmsync_core import Layout, Registry, Store
-from crmsync_core.testing.server import serve_in_thread
 from crmsync_n8n import FakeN8n
+
+from ..conftest import CliEnvironment
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 SECRET = "n8n-check-secret-0123"
@@ -32,24 +30,10 @@ def fake() -> FakeN8n:
 
 
 @pytest.fixture
-def env(fake: FakeN8n, tmp_path: Path) -> Iterator[dict[str, str]]:
-    url = f"sqlite:///{tmp_path / 'crmsync.sqlite3'}"
-
-    async def create() -> None:
-        layout = Layout.default(list(Registry().adapters().values()))
-        await (await Store.connect(url, layout, create=True)).close()
-
-    asyncio.run(create())
-    with serve_in_thread(fake.handle) as origin:
-        environment = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("BREVO_", "HUBSPOT_", "MAUTIC_", "N8N_", "CRMSYNC_"))
-        }
+def env(fake: FakeN8n, cli_environment: CliEnvironment) -> Iterator[dict[str, str]]:
+    with cli_environment(fake.handle) as (origin, environment):
         environment.update(
-            N8N_WEBHOOK_URL=f"{origin}/webhook/{fake.path}",
-            N8N_WEBHOOK_SECRET=SECRET,
-            CRMSYNC_DATABASE_URL=url,
+            N8N_WEBHOOK_URL=f"{origin}/webhook/{fake.path}", N8N_WEBHOOK_SECRET=SECRET
         )
         yield environment
 
