@@ -214,7 +214,10 @@ class AdapterContract:
     def rate_limited_answer(self, request: httpx.Request, settings: Any) -> httpx.Response:
         """The CRM's 429, with the rate-limit headers it sends (default: those its spec declares, with a
         reset of one second, or ``Retry-After: 1`` when it declares no reset)."""
-        declared = self.spec.limits_for(settings).headers
+        # An SDK adapter declares its headers on its class; any other adapter through its spec.
+        declared = getattr(self.spec.factory, "limit_headers", None) or (
+            self.spec.limits_for(settings).headers
+        )
         headers: dict[str, str] = {}
         if declared.remaining:
             headers[declared.remaining] = "0"
