@@ -104,6 +104,17 @@ class Sent:
         return normalised_email(self.contact.email)
 
 
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """What :meth:`BatchAdapter.outcomes` returns for an item the CRM refused together with others
+    without saying which of them was at fault: the SDK sends such items again in halves (bisection),
+    while the batch's budget lasts, until each one's fate is known."""
+
+    contact_id: ContactId
+    #: what the CRM said
+    reason: str
+
+
 class _Budget:
     """How many more requests one batch may spend on bisection."""
 
@@ -135,6 +146,8 @@ class BatchAdapter(Generic[SettingsT]):
     batch_rejections: ClassVar[frozenset[int]] = frozenset({400, 422})
     #: extra requests one batch may spend bisecting a whole-batch rejection (0: no bisection)
     bisection_requests: ClassVar[int] = 0
+    #: the setting that raises :attr:`bisection_requests`, named when a batch used its budget up
+    bisection_setting: ClassVar[str] = ""
 
     def __init__(self, settings: SettingsT, context: AdapterContext) -> None:
         self.settings = settings
@@ -167,10 +180,12 @@ class BatchAdapter(Generic[SettingsT]):
         """The JSON body of one request carrying ``items``. Default: the list of items."""
         return list(items)
 
-    def outcomes(self, response: httpx.Response, sent: Sequence[Sent]) -> Sequence[Outcome]:
+    def outcomes(
+        self, response: httpx.Response, sent: Sequence[Sent]
+    ) -> Sequence[Outcome | Unresolved]:
         """What the CRM's answer (any status but 401, 403, 404, 405 and :attr:`batch_rejections`) says
         of each item: one outcome per :class:`Sent`, for its ``contact.id``. An item left without one is
-        a transient failure. Raise :class:`TransientError` (e.g. ``self.client.malformed(...)``) or
+        a transient failure; an :class:`Unresolved` one is bisected. Raise :class:`TransientError` (e.g. ``self.client.malformed(...)``) or
         :class:`PermanentError` for the whole request, :class:`FatalError` to stop the run."""
         raise NotImplementedError
 
@@ -207,7 +222,37 @@ class BatchAdapter(Generic[SettingsT]):
 
     async def send(self, body: Any) -> httpx.Response:
         """Send one request's body (override to sign requests, e.g. with a token fetched first)."""
-        return await self.client.request(self.method, self.path, json=body)
+        return await self.client.request(self.method, self.request_path(), json=body)
+
+    def request_path(self) -> str:
+        """The endpoint (default :attr:`path`; e.g. a setting instead)."""
+        return self.path
+
+    def representative(self, members: Sequence[Contact]) -> Contact:
+        """Which of the contacts sharing an e-mail is sent for all of them. Default: the first."""
+        return members[0]
+
+    def bisection_budget(self) -> int:
+        """Extra requests one batch may spend on bisection (default :attr:`bisection_requests`)."""
+        return self.bisection_requests
+
+    def not_found(self, response: httpx.Response) -> FatalError:
+        """The error for a 404 or 405: the base URL (or the endpoint) is wrong."""
+        return FatalError(
+            f"{self.crm}: no API at {self.base_url}{self.request_path()} (HTTP "
+            f"{response.status_code}): check the base URL setting "
+            f"{self.base_url_setting or self.crm.upper() + '_*'}. "
+            f"The CRM said: {self.client.body_snippet(response)}"
+        )
+
+    def rejected(self, response: httpx.Response, sent: Sequence[Sent]) -> str:
+        """What the CRM said when it refused a whole request (:attr:`batch_rejections`); may raise
+        :class:`FatalError` when no contact is at fault (e.g. an unknown field). Default: its answer."""
+        return self.client.body_snippet(response)
+
+    def item_rejected(self, item: Sent, reason: str) -> Outcome:
+        """The outcome of an item the CRM refused alone. Default: a permanent failure quoting it."""
+        return PermanentFailure(item.contact.id, f"{self.crm} rejected the contact: {reason}")
 
     def request_size(self) -> int:
         """The most items one request carries (default :attr:`batch_size`; e.g. a setting instead)."""
@@ -230,12 +275,14 @@ class BatchAdapter(Generic[SettingsT]):
             groups.setdefault(normalised_email(contact.email), []).append(contact)
         items: list[Sent] = []
         for members in groups.values():
+            chosen = self.representative(members)
+            others = tuple(m.id for m in members if m is not chosen)
             try:
-                item = self.item(members[0])
+                item = self.item(chosen)
             except PermanentError as exc:
                 outcomes += [PermanentFailure(m.id, exc.message) for m in members]
                 continue
-            items.append(Sent(members[0], item, tuple(m.id for m in members)))
+            items.append(Sent(chosen, item, (chosen.id, *others)))
         self.context.report(outcomes)
         size = max(1, self.request_size())
         chunks = [items[start : start + size] for start in range(0, len(items), size)]
@@ -264,7 +311,7 @@ class BatchAdapter(Generic[SettingsT]):
         return [outcome for result in results for outcome in result]
 
     def _budget(self) -> _Budget:
-        return _Budget(self.bisection_requests)
+        return _Budget(self.bisection_budget())
 
     async def _request(self, sent: Sequence[Sent], budget: _Budget) -> list[Outcome]:
         """One request for ``sent``: the outcomes of its representatives (``Sent.contact``)."""
@@ -272,39 +319,42 @@ class BatchAdapter(Generic[SettingsT]):
             response = await self.send(self.body([s.item for s in sent]))
             status = response.status_code
             if status in (404, 405):
-                raise FatalError(
-                    f"{self.crm}: no API at {self.base_url}{self.path} (HTTP {status}): check the "
-                    f"base URL setting {self.base_url_setting or self.crm.upper() + '_*'}. "
-                    f"The CRM said: {self.client.body_snippet(response)}"
-                )
+                raise self.not_found(response)
             if status in self.batch_rejections:
-                return await self._rejected(response, sent, budget)
-            return list(self.outcomes(response, sent))
+                said = self.rejected(response, sent)
+                if self.bisection_budget() == 0 and len(sent) > 1:
+                    reason = f"{self.crm} rejected the batch (HTTP {status}): {said}"
+                    return [PermanentFailure(s.contact.id, reason) for s in sent]
+                answered: Sequence[Outcome | Unresolved] = [
+                    Unresolved(s.contact.id, f"HTTP {status}: {said}") for s in sent
+                ]
+            else:
+                answered = self.outcomes(response, sent)
         except TransientError as exc:
             return [TransientFailure(s.contact.id, exc.message, exc.retry_after) for s in sent]
         except PermanentError as exc:
             return [PermanentFailure(s.contact.id, exc.message) for s in sent]
+        outcomes = [o for o in answered if not isinstance(o, Unresolved)]
+        unresolved = {o.contact_id: o.reason for o in answered if isinstance(o, Unresolved)}
+        left = [s for s in sent if s.contact.id in unresolved]
+        if left:
+            outcomes += await self._bisect(
+                left, "; ".join(dict.fromkeys(unresolved.values())), budget
+            )
+        return outcomes
 
-    async def _rejected(
-        self, response: httpx.Response, sent: Sequence[Sent], budget: _Budget
-    ) -> list[Outcome]:
-        """The CRM refused the whole request: narrow it down to the bad items while the budget lasts."""
-        status = response.status_code
-        said = self.client.body_snippet(response)
+    async def _bisect(self, sent: Sequence[Sent], said: str, budget: _Budget) -> list[Outcome]:
+        """The CRM refused ``sent`` together without saying which were at fault: send them again in
+        halves while the batch's budget lasts, until each one stands alone."""
         if len(sent) == 1:
-            return [
-                PermanentFailure(
-                    sent[0].contact.id, f"{self.crm} rejected the contact (HTTP {status}): {said}"
-                )
-            ]
-        if self.bisection_requests == 0:
-            reason = f"{self.crm} rejected the batch (HTTP {status}): {said}"
-            return [PermanentFailure(s.contact.id, reason) for s in sent]
+            return [self.item_rejected(sent[0], said)]
         if budget.left < 2:
+            setting = f" ({self.bisection_setting})" if self.bisection_setting else ""
             reason = (
-                f"{self.crm} refused this contact's batch of {len(sent)} (HTTP {status}: {said}) "
-                "without saying which contacts were at fault, and the batch used up its "
-                f"{self.bisection_requests} requests for finding out: it is sent again later"
+                f"{self.crm}: the CRM refused this contact's batch of {len(sent)} without saying "
+                f"which contacts were at fault ({said[:300]}), and the batch used up its "
+                f"{self.bisection_budget()} requests for narrowing that down{setting}: it is sent "
+                "again in a later run"
             )
             return [TransientFailure(s.contact.id, reason) for s in sent]
         budget.left -= 2
