@@ -46,6 +46,7 @@ class DemoAdapter(BatchAdapter[DemoSettings]):
 
 
 class Bisecting(DemoAdapter):
+    bisect_rejections = True
     bisection_requests = 8
 
 

@@ -10,8 +10,10 @@ and an answer that says what became of each contact.
 * each request's outcomes are reported (``context.report``) as soon as it is answered, so a contact's
   fate follows its own request's answer; the first :class:`~crmsync_core.errors.FatalError` stops the
   requests not started yet and is raised once those in flight are answered and reported;
-* a whole-batch rejection (:attr:`BatchAdapter.batch_rejections`) is bisected down to the bad items when
-  :attr:`BatchAdapter.bisection_requests` allows, else every item of it fails permanently;
+* a whole-batch rejection (:attr:`BatchAdapter.batch_rejections`), and items an answer refused together
+  (:class:`Unresolved`), are bisected down to the bad items when :attr:`BatchAdapter.bisect_rejections`
+  is set, within :attr:`BatchAdapter.bisection_requests` extra requests per batch; else every item of a
+  rejected batch fails permanently;
 * 404/405 stop the run naming the base URL setting; 401/403 stop it naming the credentials setting;
   the base URL is checked before anything is sent; the CRM's rate-limit headers are read as
   :attr:`BatchAdapter.limit_headers` declares.
@@ -144,8 +146,10 @@ class BatchAdapter(Generic[SettingsT]):
     limit_headers: ClassVar[LimitHeaders | None] = None
     #: statuses with which the CRM rejects a whole batch because of what some items hold
     batch_rejections: ClassVar[frozenset[int]] = frozenset({400, 422})
-    #: extra requests one batch may spend bisecting a whole-batch rejection (0: no bisection)
-    bisection_requests: ClassVar[int] = 0
+    #: whether a whole-batch rejection is bisected down to the bad items (else they all fail)
+    bisect_rejections: ClassVar[bool] = False
+    #: extra requests one batch may spend on bisection (see :meth:`bisection_budget`)
+    bisection_requests: ClassVar[int] = 16
     #: the setting that raises :attr:`bisection_requests`, named when a batch used its budget up
     bisection_setting: ClassVar[str] = ""
 
@@ -322,7 +326,7 @@ class BatchAdapter(Generic[SettingsT]):
                 raise self.not_found(response)
             if status in self.batch_rejections:
                 said = self.rejected(response, sent)
-                if self.bisection_budget() == 0 and len(sent) > 1:
+                if not self.bisect_rejections and len(sent) > 1:
                     reason = f"{self.crm} rejected the batch (HTTP {status}): {said}"
                     return [PermanentFailure(s.contact.id, reason) for s in sent]
                 answered: Sequence[Outcome | Unresolved] = [
