@@ -269,9 +269,11 @@ class BatchAdapter(Generic[SettingsT]):
     # -- the protocol -------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        """Close the HTTP client."""
         await self.client.aclose()
 
     async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
+        """:meth:`~crmsync_core.adapter.Adapter.push`: one outcome per contact; see the module docstring."""
         sendable, skipped = split_sendable(contacts)
         outcomes: list[Outcome] = list(skipped)
         groups: dict[str, list[Contact]] = {}
