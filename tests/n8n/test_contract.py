@@ -18,6 +18,11 @@ class _N8nContract(AdapterContract):
     checks_response_body = False
 
     credentials_setting = "N8N_WEBHOOK_SECRET"
+    # Every row is its own delivery: the workflow decides what a repeated e-mail means.
+    sends_duplicates = True
+
+    def contacts_in_request(self, request: httpx.Request) -> int:
+        return 1
 
 
 class TestN8nContract(_N8nContract):
@@ -39,6 +44,8 @@ class TestN8nBatchModeContract(_N8nContract):
     """The opt-in batch mode: JSON arrays of up to ``N8N_ARRAY_BATCH_SIZE`` contacts."""
 
     spec = BATCH_SPEC
+    # The webhook answers for the whole array.
+    per_item_outcomes = False
 
     def contacts_in_request(self, request: httpx.Request) -> int:
         body = json.loads(request.content)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,11 +37,11 @@ from crmsync_core.errors import (
     RateLimitExhaustedError,
     TransientError,
 )
-from crmsync_core.http import CrmClient
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
+from crmsync_core.sdk import BatchAdapter, Sent, Unresolved
 
 from .fake import make_sandbox
-from .mapping import MAX_INPUTS, UpsertInput, build_inputs, request_body
+from .mapping import MAX_INPUTS, UpsertInput, contact_properties, normalise_email
 from .settings import HubspotSettings
 
 #: HubSpot's budget on Free and Starter accounts; Professional and Enterprise get 190
@@ -84,8 +84,18 @@ _AUTH_HINT = (
 )
 
 
-class HubspotAdapter:
+class HubspotAdapter(BatchAdapter[HubspotSettings]):
     """Pushes contacts to one HubSpot account; see the module docstring."""
+
+    crm = "hubspot"
+    batch_size = MAX_INPUTS
+    base_url_setting = "HUBSPOT_API_BASE_URL"
+    base_url_example = "https://api.hubapi.com"
+    api_key_setting = "HUBSPOT_API_KEY"
+    limit_headers = LIMIT_HEADERS
+    batch_rejections = _BATCH_REJECTED
+    bisect_rejections = True
+    bisection_setting = "HUBSPOT_MAX_BISECTION_REQUESTS"
 
     def __init__(
         self,
@@ -94,115 +104,77 @@ class HubspotAdapter:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        token = settings.api_key.get_secret_value().strip() if settings.api_key else ""
+        self._now = now
+        super().__init__(settings, context)
+
+    # -- what the SDK asks --------------------------------------------------------------------------
+
+    def api_key(self) -> str:
+        token = self.settings.api_key.get_secret_value().strip() if self.settings.api_key else ""
         if not token:
             raise ConfigurationError(
                 "HUBSPOT_API_KEY is not set: create a private app in HubSpot (Settings > Integrations "
                 "> Private Apps) with the crm.objects.contacts.write scope and use its access token"
             )
-        if not settings.api_base_url.startswith(("https://", "http://")):
-            raise ConfigurationError(
-                "HUBSPOT_API_BASE_URL must be an http(s) URL such as https://api.hubapi.com"
-            )
-        self.settings = settings
-        self._now = now
-        self.client = CrmClient(
-            context,
-            crm="hubspot",
-            base_url=settings.api_base_url,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            secrets=[token],
-            auth_hint=_AUTH_HINT,
-            timeout=settings.timeout_seconds,
-            limit_headers=LIMIT_HEADERS,
-            inspect=self._inspect,
+        return token
+
+    def auth_hint(self) -> str:
+        return _AUTH_HINT
+
+    def request_path(self) -> str:
+        return self.settings.upsert_path
+
+    def bisection_budget(self) -> int:
+        return self.settings.max_bisection_requests
+
+    def representative(self, members: Sequence[Contact]) -> Contact:
+        return members[-1]  # the last row sharing an e-mail provides its properties (mapping.py)
+
+    def item(self, contact: Contact) -> dict[str, Any]:
+        today = self._now().astimezone(UTC).date()
+        email = normalise_email(str(contact.email))
+        return UpsertInput(
+            email, contact_properties(contact, self.settings, today), (contact,)
+        ).to_json()
+
+    def body(self, items: Sequence[Any]) -> dict[str, Any]:
+        return {"inputs": list(items)}
+
+    def not_found(self, response: httpx.Response) -> FatalError:
+        return FatalError(
+            f"HubSpot answered HTTP {response.status_code} on POST {self.settings.upsert_path}: check "
+            f"HUBSPOT_API_BASE_URL ({self.settings.api_base_url}) and HUBSPOT_UPSERT_PATH. "
+            f"HubSpot said: {self.client.body_snippet(response)}"
         )
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    async def push(self, contacts: Sequence[Contact]) -> list[Outcome]:
-        today = self._now().astimezone(UTC).date()
-        inputs, skipped = build_inputs(contacts, self.settings, today)
-        outcomes: list[Outcome] = list(skipped)
-        for start in range(0, len(inputs), MAX_INPUTS):
-            budget = _Bisection(self.settings.max_bisection_requests)
-            answered = await self._upsert(inputs[start : start + MAX_INPUTS], budget)
-            self.client.context.report(answered)
-            outcomes.extend(answered)
-        return outcomes
-
-    # -- one request, and what to make of its answer ------------------------------------------------
-
-    async def _upsert(self, inputs: Sequence[UpsertInput], budget: _Bisection) -> list[Outcome]:
-        try:
-            response = await self.client.request(
-                "POST", self.settings.upsert_path, json=request_body(inputs)
-            )
-            status = response.status_code
-            if status in (200, 201, 207):
-                return await self._read_results(response, inputs, budget)
-            if status in _BATCH_REJECTED:
-                return await self._rejected(response, inputs, budget)
-            if status in (404, 405):
-                raise FatalError(
-                    f"HubSpot answered HTTP {status} on POST {self.settings.upsert_path}: check "
-                    f"HUBSPOT_API_BASE_URL ({self.settings.api_base_url}) and HUBSPOT_UPSERT_PATH. "
-                    f"HubSpot said: {self.client.body_snippet(response)}"
-                )
-            raise TransientError(
-                f"hubspot: unexpected HTTP {status} on POST {self.settings.upsert_path}: "
-                f"{self.client.body_snippet(response)}"
-            )
-        except FatalError:
-            raise
-        except TransientError as exc:
-            return [
-                TransientFailure(contact.id, exc.message, exc.retry_after)
-                for item in inputs
-                for contact in item.contacts
-            ]
-
-    async def _rejected(
-        self, response: httpx.Response, inputs: Sequence[UpsertInput], budget: _Bisection
-    ) -> list[Outcome]:
-        """The whole batch was refused: stop on a missing property, else bisect to the bad inputs."""
+    def rejected(self, response: httpx.Response, sent: Sequence[Sent]) -> str:
+        """The whole batch was refused: stop on a missing property, else the SDK bisects."""
         body = _json_or_none(response)
         message = _message(body) or self.client.body_snippet(response)
         missing = _missing_properties(body, message)
         if missing:
             raise self._missing_property_error(missing)
-        if len(inputs) == 1:
-            return _failed(inputs, f"HubSpot rejected {inputs[0].email}: {message}")
-        return await self._bisect(inputs, budget, message)
+        return message
 
-    async def _bisect(
-        self, inputs: Sequence[UpsertInput], budget: _Bisection, said: str
-    ) -> list[Outcome]:
-        """Send ``inputs`` again in halves, while the batch's bisection budget lasts."""
-        if budget.left < 2:
-            reason = (
-                f"hubspot: HubSpot refused this contact's batch of {len(inputs)} without saying which "
-                f"contacts were at fault ({said[:300]}), and the batch used up its "
-                f"{self.settings.max_bisection_requests} requests for narrowing that down "
-                "(HUBSPOT_MAX_BISECTION_REQUESTS): it is sent again in a later run"
+    def item_rejected(self, item: Sent, reason: str) -> Outcome:
+        return PermanentFailure(item.contact.id, f"HubSpot rejected {item.email}: {reason}"[:1000])
+
+    def outcomes(
+        self, response: httpx.Response, sent: Sequence[Sent]
+    ) -> list[Outcome | Unresolved]:
+        status = response.status_code
+        if status not in (200, 201, 207):
+            raise TransientError(
+                f"hubspot: unexpected HTTP {status} on POST {self.settings.upsert_path}: "
+                f"{self.client.body_snippet(response)}"
             )
-            return [TransientFailure(c.id, reason) for item in inputs for c in item.contacts]
-        budget.left -= 2
-        middle = len(inputs) // 2
-        first = await self._upsert(inputs[:middle], budget)
-        return first + await self._upsert(inputs[middle:], budget)
-
-    async def _read_results(
-        self, response: httpx.Response, inputs: Sequence[UpsertInput], budget: _Bisection
-    ) -> list[Outcome]:
         body = self.client.json(response)
         results = body.get("results") if isinstance(body, dict) else None
         errors = body.get("errors", []) if isinstance(body, dict) else None
         if not isinstance(results, list) or not isinstance(errors, list):
             raise self.client.malformed(response, 'an object with a "results" list')
-        by_email = {item.email: item for item in inputs}
-        outcomes: list[Outcome] = []
+        by_email = self.by_email(sent)
+        outcomes: list[Outcome | Unresolved] = []
         done: set[str] = set()
         for result in results:
             remote_id = _result_id(result)
@@ -211,7 +183,7 @@ class HubspotAdapter:
             email = next((e for e in _result_emails(result) if e in by_email), None)
             if email is not None and email not in done:
                 done.add(email)
-                outcomes += [Synced(c.id, remote_id) for c in by_email[email].contacts]
+                outcomes.append(Synced(by_email[email].contact.id, remote_id))
 
         unattributed: list[str] = []
         for error in errors:
@@ -225,29 +197,26 @@ class HubspotAdapter:
                 unattributed.append(_message(error) or json.dumps(error)[:200])
             for email in named:
                 done.add(email)
-                outcomes += self._error_outcomes(by_email[email], error)
+                outcomes.append(self._error_outcome(by_email[email], error))
 
-        left = [item for item in inputs if item.email not in done]
-        if left and unattributed:
-            if len(left) == 1:
-                return outcomes + _failed(
-                    left, f"HubSpot rejected {left[0].email}: {'; '.join(unattributed)}"
-                )
-            # HubSpot did not say which inputs failed: ask again in halves until it must.
-            return outcomes + await self._bisect(left, budget, "; ".join(unattributed))
-        outcomes += [
-            TransientFailure(c.id, "hubspot: the batch answer has no result for this contact")
+        left = [item for item in sent if item.email not in done]
+        if unattributed:
+            # HubSpot did not say which inputs failed: the SDK asks again in halves until it must.
+            said = "; ".join(unattributed)
+            return outcomes + [Unresolved(item.contact.id, said) for item in left]
+        return outcomes + [
+            TransientFailure(
+                item.contact.id, "hubspot: the batch answer has no result for this contact"
+            )
             for item in left
-            for c in item.contacts
         ]
-        return outcomes
 
-    def _error_outcomes(self, item: UpsertInput, error: dict[str, Any]) -> list[Outcome]:
+    def _error_outcome(self, item: Sent, error: dict[str, Any]) -> Outcome:
         reason = f"HubSpot rejected {item.email}: {_message(error) or 'no message'}"
         category = str(error.get("category", "")).upper()
         if any(word in category for word in _TRANSIENT_CATEGORIES):
-            return [TransientFailure(c.id, reason) for c in item.contacts]
-        return [PermanentFailure(c.id, reason) for c in item.contacts]
+            return TransientFailure(item.contact.id, reason)
+        return PermanentFailure(item.contact.id, reason)
 
     def _missing_property_error(self, names: Sequence[str]) -> FatalError:
         listed = ", ".join(repr(n) for n in names)
@@ -265,7 +234,7 @@ class HubspotAdapter:
 
     # -- rate limits --------------------------------------------------------------------------------
 
-    def _inspect(self, response: httpx.Response) -> None:
+    def inspect(self, response: httpx.Response) -> None:
         if response.status_code != 429:
             return
         daily = _policy(response) == "DAILY" or (
@@ -293,10 +262,6 @@ def next_midnight(moment: datetime, zone: ZoneInfo) -> datetime:
     local = moment.astimezone(zone)
     tomorrow: date = local.date() + timedelta(days=1)
     return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=zone)
-
-
-def _failed(inputs: Sequence[UpsertInput], reason: str) -> list[Outcome]:
-    return [PermanentFailure(c.id, reason[:1000]) for item in inputs for c in item.contacts]
 
 
 def _json_or_none(response: httpx.Response) -> Any:
@@ -338,7 +303,7 @@ def _result_id(result: Any) -> str | None:
     return str(remote_id) if remote_id not in (None, "") else None
 
 
-def _error_inputs(error: dict[str, Any], inputs: dict[str, UpsertInput]) -> list[str]:
+def _error_inputs(error: dict[str, Any], inputs: Mapping[str, object]) -> list[str]:
     """The inputs (lower-cased e-mails) a 207 error names, from the best-documented field down.
 
     1. ``context.objectWriteTraceId`` (CONFIRMED: HubSpot's "Multi-status errors" documentation; each
@@ -374,13 +339,6 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         return [s for item in value for s in _strings(item)]
     return []
-
-
-class _Bisection:
-    """How many more requests one batch may spend on bisection."""
-
-    def __init__(self, left: int) -> None:
-        self.left = left
 
 
 def _missing_properties(body: Any, message: str) -> list[str]:

@@ -28,23 +28,10 @@ import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
 from crmsync_core.check import CheckContext, CheckResult
-from crmsync_core.contacts import (
-    Contact,
-    Outcome,
-    PermanentFailure,
-    Synced,
-    TransientFailure,
-    split_sendable,
-)
-from crmsync_core.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    FatalError,
-    PermanentError,
-    TransientError,
-)
-from crmsync_core.http import CrmClient
+from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
+from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimits, WindowKind
+from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url
 
 from .fake import make_sandbox
 from .mapping import contact_payload
@@ -55,6 +42,10 @@ TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 (a path, not a password)
 #: An access token is renewed this many seconds before Mautic says it expires.
 TOKEN_EXPIRY_MARGIN = 30.0
 _OK = frozenset({200, 201})
+#: Mautic's rate limiter (noxlogic/ratelimit-bundle) sends ``X-RateLimit-Remaining`` and
+#: ``X-RateLimit-Reset``, a Unix time (UNCONFIRMED: a small number is read as seconds from now);
+#: ``Retry-After`` wins when present.
+LIMIT_HEADERS = LimitHeaders(remaining="x-ratelimit-remaining", reset="x-ratelimit-reset")
 
 
 def api_root(base_url: str) -> str:
@@ -92,8 +83,14 @@ class TokenCache:
             self._token = None
 
 
-class MauticAdapter:
+class MauticAdapter(BatchAdapter[MauticSettings]):
     """Pushes contacts to one Mautic installation during one run."""
+
+    crm = "mautic"
+    path = BATCH_PATH
+    base_url_setting = "MAUTIC_BASE_URL"
+    base_url_example = "https://mautic.example.com"
+    limit_headers = LIMIT_HEADERS
 
     def __init__(
         self,
@@ -103,26 +100,16 @@ class MauticAdapter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock`` (monotonic seconds) decides when a cached access token has expired."""
-        if not settings.base_url or not settings.base_url.strip():
-            raise ConfigurationError(
-                "mautic: set MAUTIC_BASE_URL to the address of your Mautic, "
-                "e.g. https://mautic.example.com"
-            )
-        root = api_root(settings.base_url)
-        try:
-            url = httpx.URL(root)
-        except httpx.InvalidURL:
-            url = httpx.URL("")
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigurationError(
-                "mautic: MAUTIC_BASE_URL must be an http(s) address such as "
-                "https://mautic.example.com"
-            )
-        self._settings = settings
-        self._root = root
+        # The base URL first: with nothing set, it is the first thing to fix.
+        self._root = checked_base_url(
+            api_root(settings.base_url or ""),
+            crm="mautic",
+            setting=self.base_url_setting,
+            example=self.base_url_example,
+        )
         self._basic: str | None = None
         self._client_secret: str | None = None
-        secrets: list[str] = []
+        self._secrets: list[str] = []
         if settings.client_id or settings.client_secret:
             if not settings.client_id:
                 raise ConfigurationError(
@@ -133,11 +120,7 @@ class MauticAdapter:
                     "mautic: MAUTIC_CLIENT_ID is set: set MAUTIC_CLIENT_SECRET too"
                 )
             self._client_secret = settings.client_secret.get_secret_value()
-            secrets.append(self._client_secret)
-            auth_hint = (
-                "check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET (an OAuth 2 client from Settings > "
-                "API Credentials in Mautic) and that the client's user may create contacts"
-            )
+            self._secrets.append(self._client_secret)
         elif settings.username or settings.password:
             password = settings.password.get_secret_value() if settings.password else ""
             if not settings.username:
@@ -145,74 +128,59 @@ class MauticAdapter:
             if not password:
                 raise ConfigurationError("mautic: MAUTIC_USERNAME is set: set MAUTIC_PASSWORD too")
             self._basic = base64.b64encode(f"{settings.username}:{password}".encode()).decode()
-            secrets += [password, self._basic]
-            auth_hint = "check MAUTIC_USERNAME and MAUTIC_PASSWORD (a Mautic user allowed to create contacts)"
+            self._secrets += [password, self._basic]
         else:
             raise ConfigurationError(
                 "mautic: set MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET (OAuth 2, recommended) or "
                 "MAUTIC_USERNAME and MAUTIC_PASSWORD (HTTP Basic auth)"
             )
-        self._secrets = secrets
         self._tokens = TokenCache(clock)
         self._issued: list[str] = []
         self._token_lock = asyncio.Lock()
-        self._client = CrmClient(
-            context,
-            crm="mautic",
-            base_url=root,
-            headers={"Accept": "application/json"},
-            secrets=secrets,
-            auth_hint=auth_hint,
-            timeout=settings.timeout_seconds,
-            limit_headers=LIMIT_HEADERS,
-            inspect=self._inspect,
-        )
+        super().__init__(settings, context)
 
     def __repr__(self) -> str:
         mode = "basic" if self._basic else "oauth2"
         return f"MauticAdapter(base_url={self._root!r}, auth={mode!r})"
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    # -- what the SDK asks ------------------------------------------------------------------------
 
-    # -- push ---------------------------------------------------------------------------------------
+    def base_url_value(self) -> str:
+        return self._root
 
-    async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
-        sendable, skipped = split_sendable(contacts)
-        outcomes: list[Outcome] = list(skipped)
-        limit = self._settings.api_batch_max_limit
-        for start in range(0, len(sendable), limit):
-            chunk = sendable[start : start + limit]
-            answered: list[Outcome]
-            try:
-                answered = await self._push_batch(chunk)
-            except TransientError as exc:
-                answered = [TransientFailure(c.id, exc.message, exc.retry_after) for c in chunk]
-            except PermanentError as exc:
-                answered = [PermanentFailure(c.id, exc.message) for c in chunk]
-            self._client.context.report(answered)
-            outcomes += answered
-        return outcomes
+    def secrets(self) -> list[str]:
+        return self._secrets
 
-    async def _push_batch(self, contacts: Sequence[Contact]) -> list[Outcome]:
-        payload = [
-            contact_payload(c, field_aliases=self._settings.field_aliases, tags=self._settings.tags)
-            for c in contacts
-        ]
-        response = await self._send(BATCH_PATH, payload)
+    def auth_hint(self) -> str:
+        if self._basic is not None:
+            return "check MAUTIC_USERNAME and MAUTIC_PASSWORD (a Mautic user allowed to create contacts)"
+        return (
+            "check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET (an OAuth 2 client from Settings > "
+            "API Credentials in Mautic) and that the client's user may create contacts"
+        )
+
+    def request_size(self) -> int:
+        return self.settings.api_batch_max_limit
+
+    def concurrency(self) -> int:
+        # A self-hosted server: one batch request at a time per push, as before the SDK (the engine
+        # still runs {CRM}_SYNC_CONCURRENCY pushes at once).
+        return 1
+
+    def item(self, contact: Contact) -> dict[str, Any]:
+        return contact_payload(
+            contact, field_aliases=self.settings.field_aliases, tags=self.settings.tags
+        )
+
+    async def send(self, body: Any) -> httpx.Response:
+        return await self.api("POST", BATCH_PATH, body)
+
+    def outcomes(self, response: httpx.Response, sent: Sequence[Sent]) -> list[Outcome]:
         status = response.status_code
         if status in _OK:
-            return self._outcomes(contacts, payload, response)
-        said = self._client.body_snippet(response)
-        if status in (400, 422):
-            raise PermanentError(f"mautic rejected the batch (HTTP {status}): {said}")
-        if status in (404, 405):
-            raise FatalError(
-                f"mautic: no contacts API at {self._root}{BATCH_PATH} (HTTP {status}): check "
-                "MAUTIC_BASE_URL (the address you open Mautic at, e.g. https://mautic.example.com)"
-            )
+            return self._outcomes(sent, response)
         if 300 <= status < 400:
-            location = self._client.redact(response.headers.get("location", "?"))
+            location = self.client.redact(response.headers.get("location", "?"))
             raise FatalError(
                 f"mautic: {self._root}{BATCH_PATH} redirects to {location} (HTTP {status}): set "
                 "MAUTIC_BASE_URL to the address Mautic is served at (https?), and check that the API "
@@ -220,24 +188,12 @@ class MauticAdapter:
             )
         if status == 413:
             raise FatalError(
-                f"mautic: the server refused a batch of {len(contacts)} contacts as too large "
+                f"mautic: the server refused a batch of {len(sent)} contacts as too large "
                 "(HTTP 413): lower MAUTIC_API_BATCH_MAX_LIMIT"
             )
-        raise self._client.malformed(response, "HTTP 201 with statusCodes")
+        raise self.client.malformed(response, "HTTP 201 with statusCodes")
 
     # -- auth ---------------------------------------------------------------------------------------
-
-    async def _send(self, path: str, payload: Any) -> httpx.Response:
-        """POST ``payload``; with OAuth 2, a 401 or 403 gets one retry with a new token."""
-        token = await self._access_token()
-        try:
-            return await self._client.request("POST", path, json=payload, headers=self._auth(token))
-        except AuthenticationError:
-            if token is None:
-                raise
-        self._tokens.drop(token)
-        token = await self._access_token()
-        return await self._client.request("POST", path, json=payload, headers=self._auth(token))
 
     async def api(
         self, method: str, path: str, payload: Any = None, params: Mapping[str, Any] | None = None
@@ -246,7 +202,7 @@ class MauticAdapter:
         and ``crmsync mautic setup``); with OAuth 2 a refused token gets one retry with a new one."""
         token = await self._access_token()
         try:
-            return await self._client.request(
+            return await self.client.request(
                 method, path, json=payload, params=params, headers=self._auth(token)
             )
         except AuthenticationError:
@@ -254,14 +210,9 @@ class MauticAdapter:
                 raise
         self._tokens.drop(token)
         token = await self._access_token()
-        return await self._client.request(
+        return await self.client.request(
             method, path, json=payload, params=params, headers=self._auth(token)
         )
-
-    @property
-    def client(self) -> CrmClient:
-        """The HTTP client (redaction, JSON helpers) for the account checks."""
-        return self._client
 
     def _auth(self, token: str | None) -> dict[str, str]:
         if token is not None:
@@ -282,14 +233,14 @@ class MauticAdapter:
             return token
 
     async def _fetch_token(self) -> str:
-        assert self._settings.client_id is not None
+        assert self.settings.client_id is not None
         assert self._client_secret is not None
-        response = await self._client.request(
+        response = await self.client.request(
             "POST",
             TOKEN_PATH,
             data={
                 "grant_type": "client_credentials",
-                "client_id": self._settings.client_id,
+                "client_id": self.settings.client_id,
                 "client_secret": self._client_secret,
             },
         )
@@ -308,7 +259,7 @@ class MauticAdapter:
                 "public key and secret key. Or use HTTP Basic auth instead: set MAUTIC_USERNAME and "
                 'MAUTIC_PASSWORD (and "Enable HTTP basic auth?" in Configuration > API Settings), '
                 "leaving MAUTIC_CLIENT_ID empty. Mautic said: "
-                f"{self._client.body_snippet(response)}"
+                f"{self.client.body_snippet(response)}"
             )
         if status in (400, 401, 403):  # 401/403 normally end in CrmClient with the auth hint
             # FOSOAuthServer answers 400 invalid_client for credentials it does not know.
@@ -316,7 +267,7 @@ class MauticAdapter:
                 f"mautic refused the OAuth 2 client credentials (HTTP {status} on POST {TOKEN_PATH}): "
                 "check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET (an OAuth 2 client from Settings > "
                 "API Credentials in Mautic). Mautic said: "
-                f"{self._client.body_snippet(response)}"
+                f"{self.client.body_snippet(response)}"
             )
         if status in (404, 405):
             raise FatalError(
@@ -324,27 +275,27 @@ class MauticAdapter:
                 "MAUTIC_BASE_URL and that the API is enabled in Mautic's Configuration > API Settings"
             )
         if status not in _OK:
-            raise self._client.malformed(response, "HTTP 200 with an access_token")
-        body = self._client.json(response)
+            raise self.client.malformed(response, "HTTP 200 with an access_token")
+        body = self.client.json(response)
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise self._client.malformed(response, "an access_token")
+            raise self.client.malformed(response, "an access_token")
         # The token is a secret from now on: keep it out of every message CrmClient builds.
         self._issued.append(token)
-        self._client.redact.add(token)
+        self.client.redact.add(token)
         expires_in = body.get("expires_in")
         if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
             expires_in = 3600.0  # Mautic's default access token lifetime
         self._tokens.store(token, float(expires_in))
         return token
 
-    def _inspect(self, response: httpx.Response) -> None:
+    def inspect(self, response: httpx.Response) -> None:
         """Recognise Mautic's answers that no retry or token can fix, before the generic handling."""
         status = response.status_code
         if status not in (401, 403, 500):
             return
         text = response.content[:2000].decode("utf-8", errors="replace").lower()
-        said = self._client.body_snippet(response)
+        said = self.client.body_snippet(response)
         if status == 500 and "entities are supported at a time" in text:
             raise FatalError(
                 "mautic: the batch is larger than Mautic's api_batch_max_limit: set "
@@ -369,27 +320,24 @@ class MauticAdapter:
 
     # -- the batch answer ---------------------------------------------------------------------------
 
-    def _outcomes(
-        self,
-        contacts: Sequence[Contact],
-        payload: Sequence[Mapping[str, Any]],
-        response: httpx.Response,
-    ) -> list[Outcome]:
-        body = self._client.json(response)
+    def _outcomes(self, sent: Sequence[Sent], response: httpx.Response) -> list[Outcome]:
+        contacts = [s.contact for s in sent]
+        payload = [s.item for s in sent]
+        body = self.client.json(response)
         if not isinstance(body, dict) or ("statusCodes" not in body and "contacts" not in body):
-            raise self._client.malformed(response, "contacts and statusCodes")
+            raise self.client.malformed(response, "contacts and statusCodes")
         size = len(contacts)
         codes = _by_index(body.get("statusCodes"), size)
         if codes is None or not all(isinstance(c, int) for c in codes.values()):
-            raise self._client.malformed(response, "statusCodes keyed by request index")
+            raise self.client.malformed(response, "statusCodes keyed by request index")
         failed = [i for i in range(size) if i in codes and codes[i] not in _OK]
         errors = _by_index(body.get("errors"), size, failed if codes else None)
         if errors is None:
-            raise self._client.malformed(response, "errors keyed by request index")
+            raise self.client.malformed(response, "errors keyed by request index")
         succeeded = [i for i in range(size) if (codes.get(i) in _OK if codes else i not in errors)]
         records = _by_index(body.get("contacts"), size, succeeded)
         if records is None:
-            raise self._client.malformed(response, "contacts keyed by request index")
+            raise self.client.malformed(response, "contacts keyed by request index")
 
         outcomes: list[Outcome] = []
         for index, contact in enumerate(contacts):
@@ -462,7 +410,7 @@ class MauticAdapter:
             message = str(error)
         else:
             message = ""
-        return self._client.snippet(message or "(no error message)", 300)
+        return self.client.snippet(message or "(no error message)", 300)
 
 
 def _by_index(
@@ -509,12 +457,6 @@ def _record_email(record: Mapping[str, Any]) -> str | None:
         if isinstance(every, dict) and isinstance(every.get("email"), str):
             return str(every["email"])
     return None
-
-
-#: Mautic's rate limiter (noxlogic/ratelimit-bundle) sends ``X-RateLimit-Remaining`` and
-#: ``X-RateLimit-Reset``, a Unix time (UNCONFIRMED: a small number is read as seconds from now);
-#: ``Retry-After`` wins when present.
-LIMIT_HEADERS = LimitHeaders(remaining="x-ratelimit-remaining", reset="x-ratelimit-reset")
 
 
 def rate_limits(settings: MauticSettings) -> RateLimits:
