@@ -301,7 +301,7 @@ class CrmClient:
             self.context.check()
             # A database error here (a shared budget) propagates as StoreError: infrastructure, never
             # the contact's failure; the engine hands unsent contacts back without an attempt.
-            await limiter.acquire(path)
+            ticket = await limiter.acquire(path)
             self.context.check()
             request = build()
             started = time.perf_counter()
@@ -309,13 +309,18 @@ class CrmClient:
                 with self.context.in_flight():
                     async with asyncio.timeout(self._deadline):
                         response = await self._http.send(request, stream=True)
+                        # The CRM counted the request by the time its answer started.
+                        limiter.answered(ticket, rate_limited=response.status_code == 429)
+                        ticket = None
                         whole = await self._read_body(response)
             except (httpx.TimeoutException, TimeoutError):
+                limiter.answered(ticket)  # counted by now, if at all
                 self._failed(f"{self.crm}: {self._where(request)} timed out")
                 raise _RetryableResponse(
                     f"{self.crm}: {self._where(request)} timed out", retry_after=None, response=None
                 ) from None
             except httpx.TransportError as exc:
+                limiter.answered(ticket)
                 reason = (
                     f"{self.crm}: {self._where(request)} failed: {self.redact(type(exc).__name__)}"
                     f" {self.redact(str(exc))}"

@@ -4,14 +4,14 @@ A CRM declares its budget as :class:`RateLimits`: one or more :class:`Bucket` (a
 period, and the request paths it covers) and :class:`LimitHeaders`, the names of the headers in which the
 CRM announces what is left. Settings override the first bucket (``{CRM}_SYNC_RATE_LIMIT_*``).
 
-A :class:`Limiter` hands out **send slots**: each slot is a span ``[start, end)`` (on the ledger's clock) in
-which one request may be sent. Slots come from a ledger in blocks (a *lease*): the in-process
-:class:`MemoryLedger`, or the store's PostgreSQL ledger shared by every worker on every machine. A slot
-starts at least ``period + margin`` after the end of every slot ``limit`` or more places before it
-(:func:`issue_slots`), so no ``limit + 1`` sends fit in one period: the requests of every worker together
-never put more than ``limit`` requests into any window of ``period``, wherever that window starts. A slot
-lasts ``tolerance`` (15 ms of a 1 s window) while the bucket is busy, longer while it is far from full.
-That one rule covers every window kind:
+A :class:`Limiter` hands out **slots**: each slot is a span ``[start, end)`` (on the ledger's clock) in
+which the CRM counts one request. Slots come from a ledger in blocks (a *lease*): the in-process
+:class:`MemoryLedger`, or the store's PostgreSQL ledger shared by every worker on every machine. Both plan
+a lease with the same arithmetic, :func:`plan`. The rule (:func:`issue_slots`): a slot starts at least
+``period`` after the end of every slot ``limit`` or more places before it, so no ``limit + 1`` requests,
+each counted within its slot, fit in one window: the requests of all workers together never put more
+than ``limit`` requests into any window of ``period``, wherever that window starts. That one rule covers
+every window kind:
 
 * sliding (rolling) window of N per P: exactly the rule;
 * fixed window of N per P: any fixed window is one of the sliding windows, so it holds too, whatever the
@@ -19,17 +19,26 @@ That one rule covers every window kind:
 * token bucket of burst B refilling at r/s: N = B, P = B / r keeps at most B + r * t requests in any
   interval of length t, which is what a token bucket allows.
 
-The long-run rate is N / (P + tolerance + margin): 97.5 % of a 1-second window, 99 % of a 10-second one.
-``margin`` (10 ms of a 1 s window) covers the varying delay between sending and the CRM counting.
+A new slot is long enough for its request to leave (``tolerance``, 15 ms of a 1 s window, or twice the
+latest this event loop woke up lately, at most 60 ms), to travel (``margin``, 10 ms of a 1 s window, or
+the slowest recent answer), and for the ledger clock's uncertainty. A request whose slot passed before it
+could leave waits for the next slot: a slot is never used late. Once the CRM answers, the worker
+*settles* the slot: the next statement replaces it with the span in which the request was really
+counted (from when it left to its answer), so the next window is planned from what happened instead of
+from what was allowed. A worker at the ceiling settles a window's slots before it leases the slots a
+window later (a lease holds at most 60 % of a window's requests), so its long-run rate is
+N / (P + the time from a slot's start to the answer): 98-99 % of a 1-second window on loopback.
 
-A lease costs one statement on PostgreSQL (a compare-and-swap of the bucket's row), and covers about a
-second of requests, so a worker sending 10 requests a second makes about one statement a second. Slots a
-worker did not use (expired, or held when the run ends) go back to the ledger with its next statement;
-the slots of a worker that died simply age out of the window.
+A lease costs one statement on PostgreSQL (a compare-and-swap of the bucket's row) and carries the
+settled slots; at 10 requests a second that is about 0.17 statements per request, and about 4
+statements a second at 1,000 a second (256 slots a lease). Slots a worker did not use (expired, or held when
+the run ends) go back to the ledger with its next statement; the slots of a worker that died simply age
+out of the window.
 
 A 429, or a response saying nothing is left, pauses the bucket until the reset the CRM announced: a pause
 is a moment, never a debt, so pauses never add up (the latest announced reset wins), and it is written to
-the ledger so that every worker holds off.
+the ledger so that every worker holds off. A 429 also doubles the bucket's margin in this worker (up to
+50 ms): the CRM counted more than the slots allowed, so the worker leaves more room from then on.
 """
 
 from __future__ import annotations
@@ -62,6 +71,12 @@ LEASE_SECONDS = 1.0
 MAX_LEASE = 256
 #: the most a lease's slots start after it was asked for (they start after its round trip)
 MAX_LEAD = 0.25
+#: a lease holds at most this share of a window's requests
+LEASE_SHARE = 0.6
+#: how fast the slowest answer and the latest wake-up seen fade (per request)
+FADE = 0.95
+#: answers seen before the fastest is taken as the least time a request and its answer travel
+SETTLED_ANSWERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +256,11 @@ class RateLimits:
 # -- the slot rule --------------------------------------------------------------------------------------
 
 
-#: one send slot: a request may leave at ``start`` or later, but before ``end``
+#: a span ``(start, end)`` on the ledger's clock in which the CRM counts one request
 Slot = tuple[float, float]
+#: what became of a slot a worker leased: the span in which the CRM counted its request, as measured
+#: from the answer, or ``None`` when the request was never sent (the slot expired, or the run ended)
+Settled = tuple[Slot, Slot | None]
 
 
 def issue_slots(
@@ -252,35 +270,40 @@ def issue_slots(
     bucket: Bucket,
     start: float,
     validity: float | None = None,
+    allowance: float | None = None,
+    uncertainty: float = 0.0,
 ) -> list[Slot]:
-    """``count`` new slots, none before ``start`` nor before the latest of ``held`` (sorted by start).
+    """``count`` new slots, none before ``start`` nor before the latest start of ``held`` (sorted by start).
 
-    The rule: a slot starts at least ``period + margin`` after the *end* of every slot ``requests`` or more
-    places before it, so that no ``requests + 1`` sends, each within its slot, fit in one period. A slot is
-    valid for ``tolerance`` while the bucket is busy (what keeps the long-run rate near the ceiling),
-    and for up to a second while fewer than half of its requests were issued in the last period (a
-    worker far below the limit then never wastes a slot for waking late). Pure: the ledgers keep ``held``.
+    The rule: a slot starts at least ``period`` after the *end* of every slot ``requests`` or more places
+    before it (by start), so that no ``requests + 1`` requests, each counted within its slot, fit in one
+    window of ``period``. A new slot is ``validity`` (the time its request may take to leave: the
+    bucket's tolerance while busy, up to half the period while fewer than half of its requests were
+    issued in the last period) plus :func:`extra`: ``allowance`` (from leaving to being counted, at least
+    the bucket's margin) and twice the ledger clock's ``uncertainty`` (the worker lets a request go
+    ``uncertainty`` after the slot's start, so that it never leaves before it on the real clock). Pure:
+    the ledgers keep ``held``.
     """
     limit, period = bucket.requests, bucket.period_seconds
-    after = period + bucket.margin
     recent = sum(1 for a, _ in held if a > start - period)
     busy = validity if validity is not None else bucket.tolerance
     busy = min(max(busy, bucket.tolerance), period)
     far_from_full = recent + count <= limit / 2
-    validity = max(busy, min(LEASE_SECONDS, period / 2)) if far_from_full else busy
+    window = max(busy, min(LEASE_SECONDS, period / 2)) if far_from_full else busy
+    after = extra(bucket, allowance, uncertainty)
     combined = list(held)
     # the latest end among slots at least ``limit`` places back, as the list grows
     reach = -math.inf
     for _start, e in combined[: max(0, len(combined) - limit + 1)]:
         reach = max(reach, e)
-    # While busy, slots are also paced at the long-run rate: a burst of slots at one instant, each
-    # valid for a few milliseconds, would mostly expire before the requests that wait for them are sent.
-    pace = (period + validity + bucket.margin) / limit if validity == busy else 0.0
+    # While busy, slots are spread at the limit's own pace: a burst of slots at one instant, each valid
+    # for a few milliseconds, would mostly expire before the requests that wait for them are sent.
+    pace = period / limit if not far_from_full else 0.0
     issued: list[Slot] = []
     for _ in range(count):
         at = max(start, combined[-1][0] + pace) if combined else start
-        at = max(at, reach + after)
-        slot = (at, at + validity)
+        at = max(at, reach + period)
+        slot = (at, at + window + after)
         combined.append(slot)
         issued.append(slot)
         if len(combined) >= limit:
@@ -288,19 +311,60 @@ def issue_slots(
     return issued
 
 
+def extra(bucket: Bucket, allowance: float | None, uncertainty: float) -> float:
+    """How much longer a slot lasts than its send window: see :func:`issue_slots`."""
+    return max(allowance if allowance is not None else 0.0, bucket.margin) + 2 * uncertainty
+
+
 def prune(held: Sequence[Slot], start: float, bucket: Bucket) -> list[Slot]:
     """The slots that can still hold back a slot starting at ``start`` or later."""
-    before = start - bucket.period_seconds - bucket.margin
+    before = start - bucket.period_seconds
     return [slot for slot in held if slot[1] >= before]
 
 
-def remove(held: Sequence[Slot], returned: Sequence[Slot]) -> list[Slot]:
-    """``held`` without one occurrence of each of ``returned`` (slots a worker did not use)."""
+def settle(held: Sequence[Slot], settled: Sequence[Settled]) -> list[Slot]:
+    """``held`` with each settled slot replaced by the span in which its request was counted, or
+    removed when it was never sent; sorted by start."""
     left = list(held)
-    for slot in returned:
+    for slot, counted in settled:
         with contextlib.suppress(ValueError):  # already pruned
             left.remove(slot)
+        if counted is not None:
+            left.append(counted)
+    left.sort()
     return left
+
+
+def plan(
+    held: Sequence[Slot],
+    settled: Sequence[Settled],
+    *,
+    bucket: Bucket,
+    count: int,
+    now: float,
+    not_before: float,
+    paused_until: float,
+    validity: float | None = None,
+    allowance: float | None = None,
+    uncertainty: float = 0.0,
+) -> tuple[list[Slot], list[Slot]]:
+    """A lease, as every ledger computes it: ``(what the ledger holds afterwards, the new slots)``.
+
+    The worker's ``settled`` slots are applied first, then slots older than a window are dropped, then
+    ``count`` slots are issued from ``max(now, not_before, paused_until)`` on.
+    """
+    start = max(now, not_before, paused_until)
+    kept = prune(settle(held, settled), start, bucket)
+    slots = issue_slots(
+        kept,
+        count,
+        bucket=bucket,
+        start=start,
+        validity=validity,
+        allowance=allowance,
+        uncertainty=uncertainty,
+    )
+    return kept + slots, slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +376,8 @@ class Lease:
     paused_until: float
     #: the ledger's clock when it issued them
     now: float
+    #: how far that clock may be from the ledger's real one (see :func:`issue_slots`)
+    uncertainty: float = 0.0
 
 
 class Ledger(Protocol):
@@ -321,22 +387,26 @@ class Ledger(Protocol):
         """The ledger's clock (for the database: its clock as estimated here)."""
         ...
 
+    @property
+    def uncertainty(self) -> float:
+        """How far :meth:`now` may be from the ledger's real clock (0 in process)."""
+        ...
+
     async def lease(
         self,
         key: str,
         bucket: Bucket,
         count: int,
-        returned: Sequence[Slot],
+        settled: Sequence[Settled],
         not_before: float,
         validity: float | None = None,
+        allowance: float | None = None,
     ) -> Lease:
-        """Issue ``count`` slots of ``bucket`` at ``not_before`` or later (ledger clock, a guess of the
-        caller's), first taking back ``returned`` unused slots. ``validity``: how long a slot lasts
-        while the bucket is busy (default: the bucket's tolerance)."""
+        """Apply ``settled``, then issue ``count`` slots of ``bucket`` (see :func:`plan`)."""
         ...
 
-    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
-        """Take back unused slots so that other workers may use the time."""
+    async def settle(self, key: str, bucket: Bucket, settled: Sequence[Settled]) -> None:
+        """Apply ``settled`` (the end of a run): unused time becomes anyone's."""
         ...
 
     async def pause(self, key: str, bucket: Bucket, until: float) -> None:
@@ -346,6 +416,8 @@ class Ledger(Protocol):
 
 class MemoryLedger:
     """The ledger of one process (SQLite, tests, or ``{CRM}_SYNC_SHARED_RATE_LIMIT=false``)."""
+
+    uncertainty = 0.0
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -360,20 +432,28 @@ class MemoryLedger:
         key: str,
         bucket: Bucket,
         count: int,
-        returned: Sequence[Slot],
+        settled: Sequence[Settled],
         not_before: float,
         validity: float | None = None,
+        allowance: float | None = None,
     ) -> Lease:
         now = self.clock()
         paused = self._paused.get(key, 0.0)
-        start = max(now, not_before, paused)
-        held = prune(remove(self._held.get(key, []), returned), start, bucket)
-        slots = issue_slots(held, count, bucket=bucket, start=start, validity=validity)
-        self._held[key] = held + slots
+        self._held[key], slots = plan(
+            self._held.get(key, []),
+            settled,
+            bucket=bucket,
+            count=count,
+            now=now,
+            not_before=not_before,
+            paused_until=paused,
+            validity=validity,
+            allowance=allowance,
+        )
         return Lease(slots, paused, now)
 
-    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
-        self._held[key] = remove(self._held.get(key, []), returned)
+    async def settle(self, key: str, bucket: Bucket, settled: Sequence[Settled]) -> None:
+        self._held[key] = settle(self._held.get(key, []), settled)
 
     async def pause(self, key: str, bucket: Bucket, until: float) -> None:
         self._paused[key] = max(self._paused.get(key, 0.0), until)
@@ -382,12 +462,26 @@ class MemoryLedger:
 # -- the limiter ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One request's slot: :meth:`Limiter.acquire` returns it, :meth:`Limiter.answered` takes it back once
+    the CRM answered, so that the ledger learns when the request was really counted."""
+
+    bucket: str
+    slot: Slot
+    #: the ledger's clock when the request was let go
+    sent: float
+
+
 @runtime_checkable
 class RateLimiter(Protocol):
     """What :class:`crmsync_core.http.CrmClient` uses to stay within a CRM's budget."""
 
-    async def acquire(self, path: str = "") -> None:
-        """Wait until one more request to ``path`` may be sent."""
+    async def acquire(self, path: str = "") -> Ticket | None:
+        """Wait until one more request to ``path`` may be sent; hand the result to :meth:`answered`."""
+
+    def answered(self, ticket: Ticket | None, *, rate_limited: bool = False) -> None:
+        """The request of ``ticket`` got its answer (``rate_limited``: a 429), or failed."""
 
     def pause(self, seconds: float, path: str = "") -> None:
         """Send nothing to ``path``'s bucket for ``seconds`` (the CRM said its budget is spent)."""
@@ -403,17 +497,26 @@ class RateLimiter(Protocol):
         """Total time callers spent waiting in :meth:`acquire`."""
 
 
+#: one leased slot as the worker keeps it: the slot, and when its request may leave (ledger clock)
+_Held = tuple[Slot, float, float]
+
+
 @dataclass(slots=True)
 class _State:
     bucket: Bucket | None
     key: str
-    slots: deque[Slot] = field(default_factory=deque)
-    unused: list[Slot] = field(default_factory=list)
+    name: str
+    slots: deque[_Held] = field(default_factory=deque)
+    #: slots this worker is done with, for the ledger's next statement
+    settled: list[Settled] = field(default_factory=list)
     paused_until: float = 0.0  # ledger clock
     lease_size: int = 1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     prefetch: asyncio.Task[None] | None = None
     used: int = 0  # slots sent since the last lease
+    unused: int = 0  # slots given up since the last lease
+    #: the least time from leaving to being counted that this bucket allows (doubles on a 429)
+    margin: float = 0.0
 
 
 class Limiter:
@@ -442,7 +545,11 @@ class Limiter:
         self._states: dict[str, _State] = {}
         self._waited = 0.0
         self._lead = 0.0
-        self._late = 0.0  # how late after a slot's start requests leave (moving average)
+        self._late = 0.0  # how late after a slot's start requests leave (a slowly fading maximum)
+        # From letting a request go to its answer: the shortest seen, and a slowly fading maximum.
+        self._fastest = math.inf
+        self._slowest = 0.0
+        self._answers = 0
         #: ledger calls (each one database statement when shared), and slots that expired unused
         self.statements = 0
         self.expired = 0
@@ -469,15 +576,19 @@ class Limiter:
         name = bucket.name if bucket else "*"
         state = self._states.get(name)
         if state is None:
-            state = self._states[name] = _State(bucket, f"{self.crm}:{name}")
+            state = self._states[name] = _State(bucket, f"{self.crm}:{name}", name)
             if bucket is not None:
                 state.lease_size = self._lease_size(bucket)
+                state.margin = bucket.margin
         return state
 
     @staticmethod
     def _lease_size(bucket: Bucket) -> int:
+        # About a second of requests, and at most 60 % of the window's requests: a worker at the ceiling
+        # then settles the slots a window before the ones it leases next, so these start from when its
+        # requests were really counted instead of from the ends its slots allowed.
         wanted = math.ceil(bucket.limit.per_second * LEASE_SECONDS)
-        return max(1, min(bucket.requests, wanted, MAX_LEASE))
+        return max(1, min(int(bucket.requests * LEASE_SHARE), wanted, MAX_LEASE))
 
     def _now(self) -> float:
         # Slots are moments on the ledger's clock: the database's, for a fleet.
@@ -487,18 +598,29 @@ class Limiter:
         """The bucket requests to ``path`` count against, with any smaller budget the CRM announced."""
         return self._state(path).bucket
 
-    async def acquire(self, path: str = "") -> None:
+    async def acquire(self, path: str = "") -> Ticket | None:
         state = self._state(path)
         async with state.lock:
             while True:
                 now = self._now()
                 if state.bucket is None:
                     if now >= state.paused_until:
-                        return
+                        return None
                     await self._wait(state.paused_until - now)
                     continue
-                while state.slots and max(now, state.paused_until) >= state.slots[0][1]:
-                    state.unused.append(state.slots.popleft())
+                # A slot whose time to leave passed is given up, never used late: its end is what kept
+                # the others out, and the CRM might count a late request after it.
+                while state.slots and max(now, state.paused_until) >= state.slots[0][2]:
+                    slot, _, until = state.slots.popleft()
+                    logger.debug(
+                        "%s: gave up a %s slot %.1f ms after its time to leave (paused: %s)",
+                        self.crm,
+                        state.name,
+                        (now - until) * 1000,
+                        state.paused_until > until,
+                    )
+                    state.settled.append((slot, None))
+                    state.unused += 1
                     self.expired += 1
                 if not state.slots:
                     if state.prefetch is not None:
@@ -506,15 +628,44 @@ class Limiter:
                     else:
                         await self._lease(state, now)
                     continue
-                at = max(state.slots[0][0], state.paused_until)
+                slot, leave, _ = state.slots[0]
+                at = max(leave, state.paused_until)
                 if at > now:
                     await self._wait(at - now)
                     continue
-                slot = state.slots.popleft()
+                state.slots.popleft()
                 state.used += 1
-                self._late = 0.9 * self._late + 0.1 * (now - slot[0])
+                self._late = max(now - leave, FADE * self._late)
                 self._prefetch_if_running_low(state, now)
-                return
+                return Ticket(state.name, slot, now)
+
+    def answered(self, ticket: Ticket | None, *, rate_limited: bool = False) -> None:
+        if ticket is None:
+            return
+        state = self._states[ticket.bucket]
+        now = self._now()
+        took = now - ticket.sent
+        self._fastest = min(self._fastest, took)
+        self._slowest = max(took, self._slowest * FADE)
+        self._answers += 1
+        # The CRM counted the request after it left and before it answered: before the answer by at
+        # least half the fastest exchange seen (unless the CRM's own work takes more than half of
+        # that), once enough were seen for the fastest not to be a first one that opened the
+        # connection. Plus this clock's uncertainty, and any room a 429 taught.
+        assert state.bucket is not None
+        way = self._fastest / 2 if self._answers >= SETTLED_ANSWERS else 0.0
+        extra = self.ledger.uncertainty + state.margin - state.bucket.margin
+        state.settled.append((ticket.slot, (ticket.sent + way, now - way + extra)))
+        if rate_limited:
+            # The CRM counted more than the slots allowed: leave more room from now on.
+            state.margin = min(2 * state.margin, max(MARGIN_MAX, state.bucket.margin))
+
+    def _allowance(self, state: _State) -> float:
+        """How long after its send window a slot must last for the request to be counted."""
+        assert state.bucket is not None
+        flight = self._slowest - (self._fastest / 2 if self._answers >= SETTLED_ANSWERS else 0.0)
+        flight = min(max(flight, 0.0), state.bucket.period_seconds / 4)
+        return state.margin + flight
 
     def _prefetch_if_running_low(self, state: _State, now: float) -> None:
         """Lease the next block in the background before this one runs out, so that no request waits
@@ -522,7 +673,7 @@ class Limiter:
         if state.prefetch is not None:
             return
         low = len(state.slots) <= max(1, state.lease_size // 4)
-        ending = bool(state.slots) and state.slots[-1][1] - now < 2 * self._lead + 0.01
+        ending = bool(state.slots) and state.slots[-1][2] - now < 2 * self._lead + 0.01
         if not (low or ending):
             return
 
@@ -538,27 +689,36 @@ class Limiter:
 
     async def _lease(self, state: _State, now: float) -> None:
         assert state.bucket is not None
-        returned, state.unused = state.unused, []
-        if len(returned) > state.used:
+        settled, state.settled = state.settled, []
+        if state.unused > state.used:
             # Slots went unused: lease about twice what was sent since the last lease (a worker far
             # below the limit keeps its leases, and the shared row, small).
             state.lease_size = max(1, min(self._lease_size(state.bucket), 2 * state.used))
         else:
             state.lease_size = self._lease_size(state.bucket)
-        state.used = 0
+        state.used = state.unused = 0
         self.statements += 1
         # New slots start after the lease's own round trip, or they would be stale on arrival.
         not_before = max(now + self._lead, state.paused_until)
-        # Slots last long enough for how late this event loop wakes up (3x its recent lateness), which
-        # costs a little of the ceiling on a busy machine instead of most of it.
-        validity = min(max(state.bucket.tolerance, 3 * self._late), MAX_TOLERANCE)
-        lease = await self.ledger.lease(
-            state.key, state.bucket, state.lease_size, returned, not_before, validity
-        )
+        # Slots last long enough for how late this event loop wakes up (twice the worst of late): a
+        # slot given up is a request lost, while a longer slot costs only until it is settled.
+        validity = min(max(state.bucket.tolerance, 2 * self._late), MAX_TOLERANCE)
+        allowance = self._allowance(state)
+        try:
+            lease = await self.ledger.lease(
+                state.key, state.bucket, state.lease_size, settled, not_before, validity, allowance
+            )
+        except BaseException:
+            state.settled[:0] = settled  # for the next statement
+            raise
         took = self._now() - now
         self._lead = min(0.8 * self._lead + 0.2 * 1.5 * took, MAX_LEAD)
         state.paused_until = max(state.paused_until, lease.paused_until)
-        state.slots.extend(lease.slots)
+        # A request leaves within the slot's send window on the ledger's real clock: from the start
+        # plus this clock's uncertainty, to the end less the time to be counted.
+        u = lease.uncertainty
+        after = extra(state.bucket, allowance, u)
+        state.slots.extend((slot, slot[0] + u, slot[1] - after + u) for slot in lease.slots)
 
     def pause(self, seconds: float, path: str = "") -> None:
         if seconds <= 0:
@@ -568,7 +728,7 @@ class Limiter:
         if until <= state.paused_until:
             return  # already paused at least that long: pauses never add up
         state.paused_until = until
-        if state.slots and until <= state.slots[0][0]:
+        if state.slots and until <= state.slots[0][0][0]:
             # The window frees before this worker's next slot anyway (the usual ``remaining: 0`` of a
             # worker at the ceiling): the slots already keep every worker out, no statement needed.
             return
@@ -597,11 +757,11 @@ class Limiter:
             async with state.lock:
                 if state.prefetch is not None:
                     await asyncio.shield(state.prefetch)
-                returned = [*state.unused, *state.slots]
-                state.unused, state.slots = [], deque()
-                if returned:
+                settled = [*state.settled, *((held[0], None) for held in state.slots)]
+                state.settled, state.slots = [], deque()
+                if settled:
                     self.statements += 1
-                    await self.ledger.give_back(state.key, state.bucket, returned)
+                    await self.ledger.settle(state.key, state.bucket, settled)
 
     async def _wait(self, seconds: float) -> None:
         self._waited += seconds

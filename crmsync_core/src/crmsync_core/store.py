@@ -30,7 +30,7 @@ from .contacts import Contact, ContactId
 from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError, StoreError
 from .filters import ContactFilter
 from .layout import CONTACT_FIELDS, CrmColumns, Layout
-from .ratelimit import Bucket, Lease, Slot, issue_slots, prune, remove
+from .ratelimit import Bucket, Lease, Settled, Slot, plan, settle
 from .status import SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
@@ -322,6 +322,8 @@ def scrapersky_migration_sql(table: str = "contacts") -> str:
 
 
 RATE_LIMIT_TABLE = "crmsync_rate_slots"
+#: how fast two clocks may drift apart (seconds per second), for the ledger's clock estimate
+CLOCK_DRIFT = 1e-4
 CIRCUIT_TABLE = "crmsync_circuits"
 
 
@@ -385,16 +387,28 @@ class SlotLedger:
         self._store = store
         self._clock = clock
         self._rows: dict[str, _SlotRow] = {}
-        self._offset: float | None = None  # database clock minus time.monotonic()
-        self._best_round_trip = math.inf
+        self._offset = 0.0  # database clock minus time.monotonic()
+        # Half the round trip of the answer the offset came from, and when: the estimate's error.
+        self._error = math.inf
+        self._estimated_at = 0.0
         #: statements sent (for the benchmarks)
         self.statements = 0
 
     def now(self) -> float:
-        """The database's clock, as estimated from the answers with the shortest round trips."""
+        """The database's clock, as estimated from the answer with the shortest round trip."""
         if self._clock is not None:
             return self._clock()
-        return time.monotonic() + (self._offset or 0.0)
+        return time.monotonic() + self._offset
+
+    @property
+    def uncertainty(self) -> float:
+        """How far :meth:`now` may be from the database's clock: half the round trip it was estimated
+        from, plus what the two clocks may have drifted apart since (100 ppm)."""
+        if self._clock is not None:
+            return 0.0
+        if self._error == math.inf:
+            return 0.0  # no estimate yet: nothing was leased on it either
+        return self._error + CLOCK_DRIFT * (time.monotonic() - self._estimated_at)
 
     def _db_now(self, table: sa.Table) -> Any:
         if self._clock is not None:
@@ -402,13 +416,12 @@ class SlotLedger:
         return sa.extract("epoch", sa.func.clock_timestamp())
 
     def _saw(self, db_now: float, sent: float) -> None:
-        # The database read its clock somewhere within the round trip: the shorter the round trip (a
-        # busy event loop lengthens it), the better the estimate. Older best round trips slowly age.
+        # The database read its clock somewhere within the round trip: an answer replaces the estimate
+        # only when it bounds the error better, so that the clock every slot is read on stays put.
         received = time.monotonic()
-        round_trip = received - sent
-        self._best_round_trip *= 1.05
-        if self._clock is None and round_trip <= self._best_round_trip:
-            self._best_round_trip = round_trip
+        error = (received - sent) / 2
+        if self._error == math.inf or (self._clock is None and error < self.uncertainty):
+            self._error, self._estimated_at = error, received
             self._offset = float(db_now) - (sent + received) / 2
 
     async def _read(self, key: str) -> _SlotRow:
@@ -453,27 +466,39 @@ class SlotLedger:
         key: str,
         bucket: Bucket,
         count: int,
-        returned: Sequence[Slot],
+        settled: Sequence[Settled],
         not_before: float,
         validity: float | None = None,
+        allowance: float | None = None,
     ) -> Lease:
         while True:
             row = self._rows.get(key) or await self._read(key)
-            start = max(self.now(), not_before, row.paused_until)
-            held = prune(remove(row.slots, returned), start, bucket)
-            slots = issue_slots(held, count, bucket=bucket, start=start, validity=validity)
-            done = await self._swap(key, row, held + slots)
+            uncertainty = self.uncertainty  # known once the row was read
+            held, slots = plan(
+                row.slots,
+                settled,
+                bucket=bucket,
+                count=count,
+                now=self.now(),
+                not_before=not_before,
+                paused_until=row.paused_until,
+                validity=validity,
+                allowance=allowance,
+                uncertainty=uncertainty,
+            )
+            done = await self._swap(key, row, held)
             if done is not None:
                 paused, db_now = done
-                if paused > start:  # another worker paused the bucket in between: start after it
-                    returned = slots
+                if paused > row.paused_until and paused > slots[0][0]:
+                    # Another worker paused the bucket in between: lease again, from after it.
+                    settled = [(slot, None) for slot in slots]
                     continue
-                return Lease(slots, paused, db_now)
+                return Lease(slots, paused, db_now, uncertainty)
 
-    async def give_back(self, key: str, bucket: Bucket, returned: Sequence[Slot]) -> None:
+    async def settle(self, key: str, bucket: Bucket, settled: Sequence[Settled]) -> None:
         while True:
             row = self._rows.get(key) or await self._read(key)
-            if await self._swap(key, row, remove(row.slots, returned)) is not None:
+            if await self._swap(key, row, settle(row.slots, settled)) is not None:
                 return
 
     async def pause(self, key: str, bucket: Bucket, until: float) -> None:
