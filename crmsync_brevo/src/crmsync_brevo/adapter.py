@@ -43,7 +43,6 @@ from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.http import CrmClient
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 
-from .fake import make_sandbox
 from .mapping import (
     AttributeNames,
     BrevoContact,
@@ -539,7 +538,7 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     rate_limit=RateLimit(10, 1.0),
     rate_limits=rate_limits,
     partial_success=True,
-    sandbox=make_sandbox,
+    sandbox="crmsync_brevo.fake:make_sandbox",
     check=_check,
     description="Brevo contacts: upserts, and bulk imports above BREVO_IMPORT_THRESHOLD",
 )

@@ -38,7 +38,6 @@ from crmsync_core.contacts import (
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.http import CrmClient
 
-from .fake import make_sandbox
 from .mapping import contact_payload, idempotency_key
 from .settings import MAX_BATCH_SIZE, N8nSettings
 
@@ -318,7 +317,7 @@ SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     rate_limit=None,
     partial_success=True,
     remote_id_column="n8n_workflow_id",
-    sandbox=make_sandbox,
+    sandbox="crmsync_n8n.fake:make_sandbox",
     check=_check,
     description="posts contacts to an n8n Webhook node (ScraperSky's payload)",
 )
