@@ -21,9 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-import random
-import time
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,8 +29,9 @@ import httpx
 from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, RateLimit, RateLimits
 from crmsync_core.settings import SecretUrl
+from crmsync_core.testing.fakecrm import FakeCrm
 
 from .settings import N8nSettings
 
@@ -61,7 +60,7 @@ class Received:
 
 
 @dataclass
-class FakeN8n:
+class FakeN8n(FakeCrm):
     """An n8n instance with one workflow whose Webhook node listens for POSTs on ``path``."""
 
     path: str = SANDBOX_PATH
@@ -86,19 +85,21 @@ class FakeN8n:
     rate_limit: RateLimit | None = None
     seed: int = 0
     received: list[Received] = field(default_factory=list)
-    #: every request that reached the fake, accepted or not
-    requests: int = 0
     #: the contacts the workflow holds, by ``contact_id`` (an array is split, like a Split Out node)
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: requests whose idempotency key had been seen before (what a de-duplicating workflow drops)
     duplicates: int = 0
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
+        FakeCrm.__init__(self, failure_rate=self.failure_rate, seed=self.seed)
         self._listening = False
-        self._sent: deque[float] = deque()
         self._keys: set[str] = set()
         self._executions = 0
+
+    @property
+    def requests(self) -> int:
+        """How many requests reached the fake, accepted or not."""
+        return len(self.log)
 
     @classmethod
     def with_bearer(cls, secret: str, **options: Any) -> FakeN8n:
@@ -109,17 +110,18 @@ class FakeN8n:
         """Click "Listen for test event": the test URL answers the next call, once."""
         self._listening = True
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
+        return RateLimits.single(self.rate_limit, name="proxy").buckets
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        self.requests += 1
-        if self.rate_limit is not None and (wait := self._throttle()) is not None:
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        _, full = self.take_budget(request)
+        if full is not None:
             return httpx.Response(
-                429, headers={"Retry-After": str(math.ceil(wait))}, text="Too Many Requests"
+                429,
+                headers={"Retry-After": str(math.ceil(full.reset))},
+                text="Too Many Requests",
             )
-        if self.failure_rate and self._rng.random() < self.failure_rate:
+        if self.injected_failure():
             return httpx.Response(
                 503,
                 headers={"Content-Type": "text/html"},
@@ -251,17 +253,6 @@ class FakeN8n:
                 "executionMode": "test" if path.startswith("/webhook-test/") else "production",
             },
         )
-
-    def _throttle(self) -> float | None:
-        assert self.rate_limit is not None
-        now = time.monotonic()
-        period = self.rate_limit.period_seconds
-        while self._sent and self._sent[0] <= now - period:
-            self._sent.popleft()
-        if len(self._sent) >= self.rate_limit.requests:
-            return self._sent[0] + period - now
-        self._sent.append(now)
-        return None
 
 
 def _json(status: int, body: object) -> httpx.Response:
