@@ -31,12 +31,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import random
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -44,7 +41,8 @@ import httpx
 from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, RateLimit, RateLimits, WindowKind
+from crmsync_core.testing.fakecrm import FakeCrm
 
 from .settings import MauticSettings
 
@@ -77,14 +75,7 @@ CORE_FIELDS: dict[str, str] = {
 _NO_ACCESS = "You do not have access to the requested area/action."
 
 
-@dataclass(frozen=True, slots=True)
-class _Scripted:
-    status: int
-    body: Any
-    headers: Mapping[str, str]
-
-
-class FakeMautic:
+class FakeMautic(FakeCrm):
     """One Mautic installation: its contacts, credentials, settings and misbehaviour."""
 
     def __init__(
@@ -108,6 +99,7 @@ class FakeMautic:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(failure_rate=failure_rate, seed=seed)
         self.username = username
         self.password = password
         self.client_id = client_id
@@ -119,7 +111,6 @@ class FakeMautic:
         self.batch_limit = batch_limit
         self.token_lifetime = token_lifetime
         self.rate_limit = rate_limit
-        self.failure_rate = failure_rate
         self.rejected_domain = rejected_domain
         #: the status of a contact the form refuses: 400, or 422 when a constraint sets that code
         #: (``CommonApiController::processForm``)
@@ -127,20 +118,14 @@ class FakeMautic:
         self.map_style = map_style
         self._clock = clock
         self._wall_clock = wall_clock
-        self._rng = random.Random(seed)
         #: Mautic contact id -> field alias -> value (plus ``tags``)
         self.contacts: dict[int, dict[str, Any]] = {}
         self._ids: dict[str, int] = {}
-        #: every request received, token requests included
-        self.requests: list[httpx.Request] = []
         #: contacts per batch request that reached the upsert
         self.batch_sizes: list[int] = []
         self.token_requests = 0
         self._tokens: dict[str, float] = {}
-        self._scripted: deque[_Scripted] = deque()
         self._rejections: dict[str, tuple[int, str]] = {}
-        self._window_start: float | None = None
-        self._window_count = 0
         #: the contact fields: alias -> field as ``GET /api/fields/contact`` lists it
         self.fields: dict[str, dict[str, Any]] = {}
         for alias, kind in CORE_FIELDS.items():
@@ -150,8 +135,10 @@ class FakeMautic:
 
     # -- controls -----------------------------------------------------------------------------------
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    @property
+    def requests(self) -> list[httpx.Request]:
+        """Every request received, token requests included."""
+        return self.log
 
     def fail_next(
         self,
@@ -164,8 +151,7 @@ class FakeMautic:
         """Answer the next ``times`` API requests (not token requests) with ``status`` and ``body``."""
         if body is None:
             body = _error(f"Injected HTTP {status}", status)
-        for _ in range(times):
-            self._scripted.append(_Scripted(status, body, dict(headers or {})))
+        self.script(status, body=body, headers=headers, times=times)
 
     def reject(self, email: str, status: int = 422, message: str | None = None) -> None:
         """Answer ``status`` for this e-mail's entry in every batch from now on.
@@ -190,9 +176,7 @@ class FakeMautic:
 
     # -- the server ---------------------------------------------------------------------------------
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        self.requests.append(request)
+    async def answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path.endswith("/oauth/v2/token"):
             return self._token(request)
@@ -205,14 +189,18 @@ class FakeMautic:
         refused = self._authenticate(request)
         if refused is not None:
             return refused
-        limited = self._count_request()
-        if limited is not None:
-            return limited
+        _, full = self.take_budget(request)
+        if full is not None:
+            message = (
+                f"You exceeded the rate limit of {full.bucket.requests} API calls per "
+                f"{full.bucket.period_seconds:g} seconds."
+            )
+            return _json(429, _error(message, 429), self._rate_headers())
         headers = self._rate_headers()
-        if self._scripted:
-            scripted = self._scripted.popleft()
-            return _json(scripted.status, scripted.body, {**headers, **scripted.headers})
-        if self.failure_rate and self._rng.random() < self.failure_rate:
+        scripted = self.take_scripted(request)
+        if scripted is not None:
+            return scripted.response(headers)
+        if self.injected_failure():
             return _json(503, _error("Service Unavailable (injected)", 503), headers)
         if "/api/fields/contact" in path:
             return self._fields_api(request, headers)
@@ -327,28 +315,24 @@ class FakeMautic:
             },
         )
 
-    def _count_request(self) -> httpx.Response | None:
-        if self.rate_limit is None:
-            return None
-        now = self._wall_clock()
-        if self._window_start is None or now >= self._window_start + self.rate_limit.period_seconds:
-            self._window_start, self._window_count = now, 0
-        if self._window_count >= self.rate_limit.requests:
-            message = (
-                f"You exceeded the rate limit of {self.rate_limit.requests} API calls per "
-                f"{self.rate_limit.period_seconds:g} seconds."
-            )
-            return _json(429, _error(message, 429), self._rate_headers())
-        self._window_count += 1
-        return None
+    # ``api_rate_limiter_limit`` calls per period (app/bundles/ApiBundle/Config/config.php), counted
+    # here in a fixed window that starts with the first call after the last window ended; the headers
+    # (assumed: the rate-limit bundle Mautic uses) give its end as a Unix time, on the wall clock.
+    def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
+        return RateLimits.single(self.rate_limit, kind=WindowKind.FIXED, name="api").buckets
+
+    def now(self) -> float:
+        return self._wall_clock()
 
     def _rate_headers(self) -> dict[str, str]:
-        if self.rate_limit is None or self._window_start is None:
+        buckets = self.rate_buckets(self.log[-1])
+        if not buckets or not self.windows.started(buckets[0].name):
             return {}
+        budget = self.windows.peek(buckets[0], self.now())
         return {
-            "X-RateLimit-Limit": str(self.rate_limit.requests),
-            "X-RateLimit-Remaining": str(max(0, self.rate_limit.requests - self._window_count)),
-            "X-RateLimit-Reset": str(int(self._window_start + self.rate_limit.period_seconds)),
+            "X-RateLimit-Limit": str(budget.bucket.requests),
+            "X-RateLimit-Remaining": str(budget.remaining),
+            "X-RateLimit-Reset": str(int(budget.window_start + budget.bucket.period_seconds)),
         }
 
     # -- contact fields (``crmsync check`` / ``crmsync mautic setup``) -----------------------------
