@@ -23,13 +23,11 @@ Every behaviour here is traced to HubSpot's documentation or SDK, and marked con
 
 from __future__ import annotations
 
-import collections
 import json
-import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,7 +37,8 @@ import httpx
 from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, RateLimit, WindowKind
+from crmsync_core.testing.fakecrm import Budget, FakeCrm
 
 from .settings import DEFAULT_PROPERTIES_PATH, DEFAULT_UPSERT_PATH, HubspotSettings
 
@@ -82,15 +81,7 @@ class FakeContact:
 
 
 @dataclass
-class _Injected:
-    status: int | None
-    body: Any
-    headers: dict[str, str]
-    times: int
-
-
-@dataclass
-class FakeHubspot:
+class FakeHubspot(FakeCrm):
     """One HubSpot account. Every attribute may be changed between requests."""
 
     token: str = DEFAULT_TOKEN
@@ -122,25 +113,23 @@ class FakeHubspot:
     scopes: set[str] = field(default_factory=lambda: set(ALL_SCOPES))
 
     def __post_init__(self) -> None:
+        FakeCrm.__init__(self, failure_rate=self.failure_rate, seed=self.seed)
+        # The daily budget is a fixed window from midnight to midnight in the account's time zone.
+        self.windows.calendar["daily"] = self._midnight
         self.contacts: dict[str, FakeContact] = {}
         self.property_definitions: dict[str, dict[str, Any]] = {
             name: _property_json(name, name, "string", "text") for name in self.properties
         }
-        self.requests: list[httpx.Request] = []
         #: inputs per accepted upsert request, in order
         self.batch_sizes: list[int] = []
-        self.rate_limited = 0
-        self._rng = random.Random(self.seed)
-        self._window: collections.deque[float] = collections.deque()
-        self._day: str | None = None
-        self._daily_used = 0
         self._next_id = 1001
-        self._injected: collections.deque[_Injected] = collections.deque()
 
     # -- control ------------------------------------------------------------------------------------
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    @property
+    def requests(self) -> list[httpx.Request]:
+        """Every request received, in order."""
+        return self.log
 
     def fail_next(
         self,
@@ -151,14 +140,19 @@ class FakeHubspot:
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` requests with ``status`` and ``body`` (``status=None``: time out)."""
-        self._injected.append(_Injected(status, body, dict(headers or {}), times))
+        self.script(
+            status,
+            body=body,
+            headers=headers,
+            times=times,
+            fault="timeout" if status is None else None,
+        )
 
     def use_up_daily_limit(self) -> None:
         """Spend today's budget (sets a daily limit of 1,000 if there was none)."""
         if self.daily_limit is None:
             self.daily_limit = 1000
-        self._roll_day()
-        self._daily_used = self.daily_limit
+        self.windows.exhaust(self._daily_bucket(), self.now())
 
     def contact(self, email: str) -> FakeContact | None:
         return self.contacts.get(email.strip().lower())
@@ -169,9 +163,7 @@ class FakeHubspot:
 
     # -- the API ------------------------------------------------------------------------------------
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        self.requests.append(request)
+    async def answer(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return _error(
                 401,
@@ -179,21 +171,15 @@ class FakeHubspot:
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication "
                 "and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
             )
-        limited = self._spend_budget()
-        if limited is not None:
-            self.rate_limited += 1
-            return limited
-        headers = self._budget_headers()
-        if self._injected:
-            injected = self._injected[0]
-            injected.times -= 1
-            if injected.times <= 0:
-                self._injected.popleft()
-            if injected.status is None:
-                raise httpx.ReadTimeout("injected timeout", request=request)
-            return _response(injected.status, injected.body, {**headers, **injected.headers})
-        if self.failure_rate and self._rng.random() < self.failure_rate:
-            status = self._rng.choice([502, 503, 504])
+        budgets, full = self.take_budget(request)
+        headers = self._budget_headers(budgets)
+        if full is not None:
+            return _rate_limited(full, headers)
+        scripted = self.take_scripted(request)
+        if scripted is not None:
+            return scripted.response(headers)
+        if self.injected_failure():
+            status = self.rng.choice([502, 503, 504])
             return _response(status, {"status": "error", "message": "Bad gateway (injected)"})
         response = self._route(request)
         response.headers.update(headers)
@@ -426,60 +412,39 @@ class FakeHubspot:
 
     # -- budgets ------------------------------------------------------------------------------------
 
-    def _roll_day(self) -> None:
-        day = datetime.fromtimestamp(self.clock(), ZoneInfo(self.timezone)).date().isoformat()
-        if day != self._day:
-            self._day, self._daily_used = day, 0
+    def now(self) -> float:
+        return self.clock()
 
-    def _spend_budget(self) -> httpx.Response | None:
-        now = self.clock()
-        self._roll_day()
-        if self.daily_limit is not None and self._daily_used >= self.daily_limit:
-            return _response(
-                429,
-                {
-                    "status": "error",
-                    "message": "You have reached your daily limit.",
-                    "errorType": "RATE_LIMIT",
-                    "correlationId": str(uuid.uuid4()),
-                    "policyName": "DAILY",
-                },
-                self._budget_headers(),
-            )
-        if self.rate_limit is not None:
-            while self._window and self._window[0] <= now - self.rate_limit.period_seconds:
-                self._window.popleft()
-            if len(self._window) >= self.rate_limit.requests:
-                return _response(
-                    429,
-                    {
-                        "status": "error",
-                        "message": "You have reached your ten_secondly_rolling limit.",
-                        "errorType": "RATE_LIMIT",
-                        "correlationId": str(uuid.uuid4()),
-                        "policyName": "TEN_SECONDLY_ROLLING",
-                    },
-                    self._budget_headers(),
-                )
-            self._window.append(now)
-        self._daily_used += 1
-        return None
+    def _midnight(self, now: float) -> float:
+        moment = datetime.fromtimestamp(now, ZoneInfo(self.timezone))
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
-    def _budget_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if self.rate_limit is not None:
-            headers["X-HubSpot-RateLimit-Max"] = str(self.rate_limit.requests)
-            headers["X-HubSpot-RateLimit-Remaining"] = str(
-                max(0, self.rate_limit.requests - len(self._window))
-            )
-            headers["X-HubSpot-RateLimit-Interval-Milliseconds"] = str(
-                round(self.rate_limit.period_seconds * 1000)
-            )
+    def _daily_bucket(self) -> Bucket:
+        return Bucket("daily", self.daily_limit or 1, 86_400.0, WindowKind.FIXED)
+
+    def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
+        """Every request counts against the daily budget and the rolling window (checked in that
+        order: a spent daily budget answers ``DAILY`` whatever the window holds)."""
+        buckets = []
         if self.daily_limit is not None:
-            headers["X-HubSpot-RateLimit-Daily"] = str(self.daily_limit)
-            headers["X-HubSpot-RateLimit-Daily-Remaining"] = str(
-                max(0, self.daily_limit - self._daily_used)
-            )
+            buckets.append(self._daily_bucket())
+        if self.rate_limit is not None:
+            limit = self.rate_limit
+            buckets.append(Bucket("rolling", limit.requests, limit.period_seconds))
+        return buckets
+
+    def _budget_headers(self, budgets: Iterable[Budget]) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for budget in budgets:
+            if budget.bucket.name == "rolling":
+                headers["X-HubSpot-RateLimit-Max"] = str(budget.bucket.requests)
+                headers["X-HubSpot-RateLimit-Remaining"] = str(budget.remaining)
+                headers["X-HubSpot-RateLimit-Interval-Milliseconds"] = str(
+                    round(budget.bucket.period_seconds * 1000)
+                )
+            else:
+                headers["X-HubSpot-RateLimit-Daily"] = str(budget.bucket.requests)
+                headers["X-HubSpot-RateLimit-Daily-Remaining"] = str(budget.remaining)
         return headers
 
 
@@ -509,6 +474,24 @@ def _response(status: int, body: Any, headers: dict[str, str] | None = None) -> 
     if isinstance(body, bytes | str):
         return httpx.Response(status, content=body, headers=headers)
     return httpx.Response(status, json=body, headers=headers)
+
+
+def _rate_limited(full: Budget, headers: dict[str, str]) -> httpx.Response:
+    """HubSpot's 429: ``policyName`` ``DAILY`` or ``TEN_SECONDLY_ROLLING``."""
+    policy = "DAILY" if full.bucket.name == "daily" else "TEN_SECONDLY_ROLLING"
+    message = (
+        "You have reached your daily limit."
+        if policy == "DAILY"
+        else "You have reached your ten_secondly_rolling limit."
+    )
+    body = {
+        "status": "error",
+        "message": message,
+        "errorType": "RATE_LIMIT",
+        "correlationId": str(uuid.uuid4()),
+        "policyName": policy,
+    }
+    return _response(429, body, headers)
 
 
 def _error(status: int, category: str, message: str) -> httpx.Response:
