@@ -38,7 +38,7 @@ from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
 from crmsync_core.ratelimit import Bucket, RateLimit, WindowKind
-from crmsync_core.testing.fakecrm import Budget, FakeCrm
+from crmsync_core.testing.fakecrm import Budget, FakeCrm, respond
 
 from .settings import DEFAULT_PROPERTIES_PATH, DEFAULT_UPSERT_PATH, HubspotSettings
 
@@ -180,7 +180,7 @@ class FakeHubspot(FakeCrm):
             return scripted.response(headers)
         if self.injected_failure():
             status = self.rng.choice([502, 503, 504])
-            return _response(status, {"status": "error", "message": "Bad gateway (injected)"})
+            return respond(status, {"status": "error", "message": "Bad gateway (injected)"})
         response = self._route(request)
         response.headers.update(headers)
         return response
@@ -196,7 +196,7 @@ class FakeHubspot(FakeCrm):
             return self._get_property(path.removeprefix(DEFAULT_PROPERTIES_PATH + "/"))
         if path == DEFAULT_PROPERTIES_PATH and request.method == "POST":
             return self._create_property(request)
-        return _response(404, {"status": "error", "message": f"Not Found: {path}"})
+        return respond(404, {"status": "error", "message": f"Not Found: {path}"})
 
     def _upsert(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -250,7 +250,7 @@ class FakeHubspot(FakeCrm):
         }
         if errors:
             answer.update(numErrors=len(errors), errors=errors)
-        return _response(207 if errors else 200, answer)
+        return respond(207 if errors else 200, answer)
 
     def _problems(self, item: dict[str, Any]) -> list[tuple[str, str, str]]:
         """What HubSpot's validation finds in one input: ``(property, code, message)`` each."""
@@ -322,7 +322,7 @@ class FakeHubspot(FakeCrm):
         definition = self.property_definitions.get(name)
         if definition is None or name not in self.properties:
             return _error(404, "OBJECT_NOT_FOUND", f"Unable to find property {name}")
-        return _response(200, definition)
+        return respond(200, definition)
 
     def _create_property(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -339,7 +339,7 @@ class FakeHubspot(FakeCrm):
             return _error(409, "CONFLICT", f"A property named '{name}' already exists.")
         self.properties.add(name)
         self.property_definitions[name] = _property_json(name, label, kind, field_type, group)
-        return _response(201, self.property_definitions[name])
+        return respond(201, self.property_definitions[name])
 
     # -- scopes, property listing and batch creation (``crmsync check`` / ``crmsync hubspot setup``) --
 
@@ -357,7 +357,7 @@ class FakeHubspot(FakeCrm):
                 for name in sorted(self.properties)
                 if name in self.property_definitions
             ]
-            return _response(200, {"results": results})
+            return respond(200, {"results": results})
         if path == DEFAULT_PROPERTIES_PATH + "/batch/create" and method == "POST":
             return self._batch_create_properties(request)
         return None
@@ -371,7 +371,7 @@ class FakeHubspot(FakeCrm):
         if key != self.token:
             # UNCONFIRMED: HubSpot's exact answer for an unknown token.
             return _error(400, "VALIDATION_ERROR", "tokenKey is not a valid private app token")
-        return _response(
+        return respond(
             200, {"userId": 1, "hubId": 12345, "appId": 678, "scopes": sorted(self.scopes)}
         )
 
@@ -408,7 +408,7 @@ class FakeHubspot(FakeCrm):
         }
         if errors:
             answer.update(numErrors=len(errors), errors=errors)
-        return _response(207 if errors else 201, answer)
+        return respond(207 if errors else 201, answer)
 
     # -- budgets ------------------------------------------------------------------------------------
 
@@ -468,14 +468,6 @@ def make_sandbox(options: SandboxOptions) -> Sandbox[HubspotSettings]:
 # -- HubSpot's answers ----------------------------------------------------------------------------
 
 
-def _response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
-    if body is None:
-        return httpx.Response(status, headers=headers)
-    if isinstance(body, bytes | str):
-        return httpx.Response(status, content=body, headers=headers)
-    return httpx.Response(status, json=body, headers=headers)
-
-
 def _rate_limited(full: Budget, headers: dict[str, str]) -> httpx.Response:
     """HubSpot's 429: ``policyName`` ``DAILY`` or ``TEN_SECONDLY_ROLLING``."""
     policy = "DAILY" if full.bucket.name == "daily" else "TEN_SECONDLY_ROLLING"
@@ -491,11 +483,11 @@ def _rate_limited(full: Budget, headers: dict[str, str]) -> httpx.Response:
         "correlationId": str(uuid.uuid4()),
         "policyName": policy,
     }
-    return _response(429, body, headers)
+    return respond(429, body, headers)
 
 
 def _error(status: int, category: str, message: str) -> httpx.Response:
-    return _response(
+    return respond(
         status,
         {
             "status": "error",
@@ -517,7 +509,7 @@ def _needed_scope(method: str, path: str) -> str | None:
 
 def _missing_scopes(scope: str) -> httpx.Response:
     """HubSpot's 403 for a token without a scope the endpoint requires (category MISSING_SCOPES)."""
-    return _response(
+    return respond(
         403,
         {
             "status": "error",

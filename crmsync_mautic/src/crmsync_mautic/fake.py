@@ -42,7 +42,7 @@ from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
 from crmsync_core.ratelimit import Bucket, RateLimit, RateLimits, WindowKind
-from crmsync_core.testing.fakecrm import FakeCrm
+from crmsync_core.testing.fakecrm import FakeCrm, respond
 
 from .settings import MauticSettings
 
@@ -148,7 +148,8 @@ class FakeMautic(FakeCrm):
         times: int = 1,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Answer the next ``times`` API requests (not token requests) with ``status`` and ``body``."""
+        """Answer the next ``times`` API requests (not token requests) with ``status`` and ``body``
+        (JSON; bytes or text are sent as they are)."""
         if body is None:
             body = _error(f"Injected HTTP {status}", status)
         self.script(status, body=body, headers=headers, times=times)
@@ -181,9 +182,9 @@ class FakeMautic(FakeCrm):
         if path.endswith("/oauth/v2/token"):
             return self._token(request)
         if "/api/" not in path and not path.endswith("/api"):
-            return _json(404, _error(f"Requested URL not found: {path}", 404))
+            return respond(404, _error(f"Requested URL not found: {path}", 404))
         if not self.api_enabled:
-            return _json(
+            return respond(
                 403, {"errors": [{"message": _API_DISABLED, "code": 403, "type": "api_disabled"}]}
             )
         refused = self._authenticate(request)
@@ -195,25 +196,25 @@ class FakeMautic(FakeCrm):
                 f"You exceeded the rate limit of {full.bucket.requests} API calls per "
                 f"{full.bucket.period_seconds:g} seconds."
             )
-            return _json(429, _error(message, 429), self._rate_headers())
+            return respond(429, _error(message, 429), self._rate_headers())
         headers = self._rate_headers()
         scripted = self.take_scripted(request)
         if scripted is not None:
             return scripted.response(headers)
         if self.injected_failure():
-            return _json(503, _error("Service Unavailable (injected)", 503), headers)
+            return respond(503, _error("Service Unavailable (injected)", 503), headers)
         if "/api/fields/contact" in path:
             return self._fields_api(request, headers)
         if not path.endswith("/api/contacts/batch/new"):
-            return _json(404, _error(f"Requested URL not found: {path}", 404), headers)
+            return respond(404, _error(f"Requested URL not found: {path}", 404), headers)
         if request.method != "POST":
-            return _json(405, _error(f"Method {request.method} not allowed", 405), headers)
+            return respond(405, _error(f"Method {request.method} not allowed", 405), headers)
         return self._batch_new(request, headers)
 
     def _token(self, request: httpx.Request) -> httpx.Response:
         self.token_requests += 1
         if not self.api_enabled:
-            return _json(
+            return respond(
                 403, {"errors": [{"message": _API_DISABLED, "code": 403, "type": "api_disabled"}]}
             )
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
@@ -221,7 +222,7 @@ class FakeMautic(FakeCrm):
         # whether this client may use that grant.
         grant = form.get("grant_type")
         if not grant:
-            return _json(
+            return respond(
                 400,
                 {
                     "error": "invalid_request",
@@ -232,7 +233,7 @@ class FakeMautic(FakeCrm):
             self.client_id,
             self.client_secret,
         ):
-            return _json(
+            return respond(
                 400,
                 {
                     "error": "invalid_client",
@@ -240,7 +241,7 @@ class FakeMautic(FakeCrm):
                 },
             )
         if grant not in self.grant_types:
-            return _json(
+            return respond(
                 400,
                 {
                     "error": "unauthorized_client",
@@ -249,7 +250,7 @@ class FakeMautic(FakeCrm):
             )
         if grant != "client_credentials":
             # The fake serves only the grant the adapter uses.
-            return _json(
+            return respond(
                 400,
                 {
                     "error": "invalid_request",
@@ -258,7 +259,7 @@ class FakeMautic(FakeCrm):
             )
         token = secrets.token_urlsafe(32)
         self._tokens[token] = self._clock() + self.token_lifetime
-        return _json(
+        return respond(
             200,
             {
                 "access_token": token,
@@ -273,7 +274,7 @@ class FakeMautic(FakeCrm):
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
             if not self.basic_auth_enabled:
-                return _json(
+                return respond(
                     403,
                     {
                         "errors": [
@@ -287,7 +288,7 @@ class FakeMautic(FakeCrm):
                 user, password = "", ""
             if (user, password) == (self.username, self.password):
                 return None
-            return _json(
+            return respond(
                 401,
                 {
                     "errors": [
@@ -303,10 +304,10 @@ class FakeMautic(FakeCrm):
                 message = "The access token provided has expired."
             else:
                 return None
-            return _json(
+            return respond(
                 401, {"errors": [{"message": message, "code": 401, "type": "invalid_grant"}]}
             )
-        return _json(
+        return respond(
             401,
             {
                 "errors": [
@@ -358,7 +359,7 @@ class FakeMautic(FakeCrm):
             method != "GET" and self.fields_permission != "full"
         ):
             # Mautic's answer to a user whose role lacks the permission (type access_denied).
-            return _json(
+            return respond(
                 403,
                 {"errors": [{"message": _NO_ACCESS, "code": 403, "type": "access_denied"}]},
                 headers,
@@ -368,10 +369,10 @@ class FakeMautic(FakeCrm):
             start = int(request.url.params.get("start", 0))
             limit = int(request.url.params.get("limit", 30))
             page = list(self.fields.values())[start : start + limit]
-            return _json(200, {"total": len(self.fields), "fields": page}, headers)
+            return respond(200, {"total": len(self.fields), "fields": page}, headers)
         if path.endswith("/api/fields/contact/new") and method == "POST":
             return self._create_field(request, headers)
-        return _json(404, _error(f"Requested URL not found: {path}", 404), headers)
+        return respond(404, _error(f"Requested URL not found: {path}", 404), headers)
 
     def _create_field(self, request: httpx.Request, headers: Mapping[str, str]) -> httpx.Response:
         # Developer docs "Create field": 201 {"field": {...}}; validation errors are 400.
@@ -379,30 +380,30 @@ class FakeMautic(FakeCrm):
             body = json.loads(request.content)
             label, kind = body["label"], body.get("type", "text")
         except (ValueError, KeyError, TypeError):
-            return _json(400, _error("label: A value is required.", 400), headers)
+            return respond(400, _error("label: A value is required.", 400), headers)
         alias = str(body.get("alias") or label).strip().lower().replace(" ", "_")
         if alias in self.fields:
             # UNCONFIRMED: Mautic renames a clashing alias instead of refusing it; the fake refuses.
-            return _json(400, _error(f"alias: {alias} is already used.", 400), headers)
+            return respond(400, _error(f"alias: {alias} is already used.", 400), headers)
         if kind == "boolean" and not isinstance(body.get("properties"), dict):
-            return _json(400, _error("properties: yes and no labels are required.", 400), headers)
+            return respond(400, _error("properties: yes and no labels are required.", 400), headers)
         self.add_field(
             alias, kind, published=body.get("isPublished", True) is not False, label=label
         )
-        return _json(201, {"field": self.fields[alias]}, headers)
+        return respond(201, {"field": self.fields[alias]}, headers)
 
     def _batch_new(self, request: httpx.Request, headers: Mapping[str, str]) -> httpx.Response:
         try:
             entries = json.loads(request.content)
         except ValueError:
-            return _json(400, _error("Request body is not valid JSON.", 400), headers)
+            return respond(400, _error("Request body is not valid JSON.", 400), headers)
         if not isinstance(entries, list):
-            return _json(
+            return respond(
                 400, _error("The request payload must be an array of entities.", 400), headers
             )
         if len(entries) > self.batch_limit:
             message = f"A max of {self.batch_limit} entities are supported at a time."
-            return _json(500, _error(message, 500), headers)
+            return respond(500, _error(message, 500), headers)
         self.batch_sizes.append(len(entries))
         records: dict[int, Any] = {}
         codes: dict[int, int] = {}
@@ -436,7 +437,7 @@ class FakeMautic(FakeCrm):
         }
         if errors:
             body["errors"] = self._serialise(errors)
-        return _json(201, body, headers)
+        return respond(201, body, headers)
 
     def _upsert(self, key: str, entry: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         contact_id = self._ids.get(key)
@@ -495,10 +496,6 @@ def form_error(details: Mapping[str, list[str]], code: int = 400) -> dict[str, A
 def batch_error(message: str, code: int) -> dict[str, Any]:
     """One batch entry's error as ``FetchCommonApiController::setBatchError`` builds it (403, 404)."""
     return {"message": message, "code": code, "type": "api"}
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, json=body, headers=dict(headers or {}))
 
 
 def make_sandbox(options: SandboxOptions) -> Sandbox[MauticSettings]:

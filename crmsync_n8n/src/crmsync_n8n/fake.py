@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from crmsync_core.adapter import Sandbox, SandboxOptions
 from crmsync_core.ratelimit import Bucket, RateLimit, RateLimits
 from crmsync_core.settings import SecretUrl
-from crmsync_core.testing.fakecrm import FakeCrm
+from crmsync_core.testing.fakecrm import FakeCrm, respond
 
 from .settings import N8nSettings
 
@@ -137,7 +137,7 @@ class FakeN8n(FakeCrm):
             return refused
         if len(request.content) > self.max_payload_bytes:
             # UNCONFIRMED: n8n's exact 413 body; the status is what its body parser answers.
-            return _json(413, {"code": 413, "message": "request entity too large"})
+            return respond(413, {"code": 413, "message": "request entity too large"})
         return self._run(route, request)
 
     # -- n8n's behaviour ----------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class FakeN8n(FakeCrm):
         for prefix, live in (("/webhook/", self.active), ("/webhook-test/", self._listening)):
             if path == f"{prefix}{self.path}" and live:
                 if request.method != "POST":
-                    return _json(
+                    return respond(
                         404,
                         {
                             "code": 404,
@@ -167,7 +167,7 @@ class FakeN8n(FakeCrm):
             else "The workflow must be active for a production URL to run successfully. You can "
             "activate the workflow using the toggle in the top-right of the editor."
         )
-        return _json(
+        return respond(
             404,
             {
                 "code": 404,
@@ -233,16 +233,16 @@ class FakeN8n(FakeCrm):
             if isinstance(item, dict) and "contact_id" in item:
                 self.contacts[str(item["contact_id"])] = item
         if self.response_mode == "onReceived":
-            return _json(200, {"message": "Workflow was started"})
+            return respond(200, {"message": "Workflow was started"})
         if self.workflow_fails:
             # UNCONFIRMED: n8n's exact body when a lastNode workflow fails; the status is 500.
-            return _json(500, {"code": 0, "message": "Error in workflow"})
+            return respond(500, {"code": 0, "message": "Error in workflow"})
         if self.last_node == "execution_id":
-            return _json(200, {"executionId": execution_id})
+            return respond(200, {"executionId": execution_id})
         if self.last_node == "execution_and_workflow":
-            return _json(200, {"executionId": execution_id, "workflowId": self.workflow_id})
+            return respond(200, {"executionId": execution_id, "workflowId": self.workflow_id})
         # The Webhook node's own item. ASSUMED field set (n8n 1.x's Webhook node output).
-        return _json(
+        return respond(
             200,
             {
                 "headers": headers,
@@ -253,10 +253,6 @@ class FakeN8n(FakeCrm):
                 "executionMode": "test" if path.startswith("/webhook-test/") else "production",
             },
         )
-
-
-def _json(status: int, body: object) -> httpx.Response:
-    return httpx.Response(status, json=body)
 
 
 def _auth_error(status: int) -> httpx.Response:

@@ -34,7 +34,18 @@ import httpx
 
 from ..ratelimit import Bucket, RateLimit, WindowKind
 
-__all__ = ["Budget", "FakeCrm", "RateWindows", "Scripted"]
+__all__ = ["Budget", "FakeCrm", "RateWindows", "Scripted", "respond"]
+
+
+def respond(
+    status: int, body: Any = None, headers: Mapping[str, str] | None = None
+) -> httpx.Response:
+    """An answer: ``body`` as JSON, or as is when it is bytes or text, or no body for ``None``."""
+    if body is None:
+        return httpx.Response(status, headers=headers)
+    if isinstance(body, bytes | str):
+        return httpx.Response(status, content=body, headers=headers)
+    return httpx.Response(status, json=body, headers=headers)
 
 
 # -- the rate windows -------------------------------------------------------------------------------
@@ -206,12 +217,7 @@ class Scripted:
     def response(self, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """The canned answer as is: a JSON body, raw bytes or text, or none; ``headers`` under the
         canned ones."""
-        merged = {**(headers or {}), **self.headers}
-        if self.body is None:
-            return httpx.Response(self.status or 200, headers=merged)
-        if isinstance(self.body, bytes | str):
-            return httpx.Response(self.status or 200, content=self.body, headers=merged)
-        return httpx.Response(self.status or 200, json=self.body, headers=merged)
+        return respond(self.status or 200, self.body, {**(headers or {}), **self.headers})
 
 
 # -- the base ---------------------------------------------------------------------------------------
