@@ -17,7 +17,6 @@ handle the alternatives. Every behaviour, its source and whether it is confirmed
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import itertools
@@ -33,6 +32,7 @@ import httpx
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
 from crmsync_core.ratelimit import Bucket, RateLimit, WindowKind
+from crmsync_core.testing.clock import ManualClock as ManualClock  # crmsync_brevo.ManualClock
 from crmsync_core.testing.fakecrm import Budget, FakeCrm, Scripted
 
 if TYPE_CHECKING:
@@ -78,23 +78,6 @@ _ERRORS: dict[int, tuple[str, str]] = {
     # UNCONFIRMED: the body of Brevo's 429
     429: ("too_many_requests", "The expected rate limit is exceeded."),
 }
-
-
-class ManualClock:
-    """A clock that moves only when told: ``clock()`` reads it, ``await clock.sleep(s)`` advances it."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-
-    async def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-        await asyncio.sleep(0)
 
 
 @dataclass
@@ -255,8 +238,6 @@ class FakeBrevo(FakeCrm):
 
     async def answer(self, request: httpx.Request) -> httpx.Response:
         """Answer one request as Brevo would."""
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
         if request.url.host == REPORT_HOST:
             return self._report(request)
 

@@ -21,6 +21,7 @@ This module is test code: production never imports it (``tests/core/test_import_
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import random
@@ -228,6 +229,8 @@ class FakeCrm:
 
     #: the path the loopback server's URL ends with (e.g. Brevo's ``/v3``)
     base_path: str = ""
+    #: how long the fake takes to answer each request
+    latency_seconds: float = 0.0
     #: share of requests :meth:`injected_failure` fails, drawn from ``seed``
     failure_rate: float
     seed: int
@@ -263,6 +266,8 @@ class FakeCrm:
         """Read and log ``request``, then :meth:`answer` it (the ``httpx.MockTransport`` handler)."""
         await request.aread()
         self.log.append(request)
+        if self.latency_seconds:
+            await asyncio.sleep(self.latency_seconds)
         return await self.answer(request)
 
     def transport(self) -> httpx.MockTransport:
