@@ -225,3 +225,29 @@ async def test_without_bisection_a_whole_batch_rejection_fails_its_contacts() ->
     )
     assert len(seen) == 1
     assert all(isinstance(o, PermanentFailure) and "bad batch" in o.reason for o in outcomes)
+
+
+class EveryRow(DemoAdapter):
+    def item_key(self, contact: Contact) -> str:
+        return str(contact.id)
+
+    def outcomes(self, response: httpx.Response, sent: Sequence[Sent]) -> list[Outcome]:
+        return [Synced(s.contact.id, "7") for s in sent]  # a webhook: one answer for all
+
+
+async def test_an_item_key_of_the_contact_id_sends_every_row() -> None:
+    contacts = [Contact(id=1, email="ada@example.com"), Contact(id=2, email="ADA@example.com")]
+    outcomes, _, seen = await push(accept_all, contacts, adapter=EveryRow)
+    assert [json.loads(r.content) for r in seen] == [
+        [{"email": "ada@example.com"}, {"email": "ADA@example.com"}]
+    ]
+    assert outcomes == [Synced(1, "7"), Synced(2, "7")]
+
+
+async def test_a_token_in_the_base_urls_query_never_shows_in_errors() -> None:
+    settings = DemoSettings(base_url="https://demo.test/api?sig=s3cr3t-signature")
+    with pytest.raises(FatalError) as raised:
+        await push(
+            lambda r: httpx.Response(404, text=f"no route {r.url}"), people(1), settings=settings
+        )
+    assert "s3cr3t-signature" not in str(raised.value)

@@ -3,8 +3,8 @@ and an answer that says what became of each contact.
 
 :class:`BatchAdapter` owns what every such adapter needs and gets subtly wrong when written by hand:
 
-* contacts without a valid e-mail are skipped; contacts sharing an e-mail (case and spaces aside) are
-  sent once and share that item's outcome;
+* contacts without a valid e-mail are skipped; contacts sharing an e-mail (case and spaces aside; or
+  another :meth:`BatchAdapter.item_key`) are sent once and share that item's outcome;
 * items are cut into requests of :attr:`BatchAdapter.batch_size`, sent ``{CRM}_SYNC_CONCURRENCY`` at a
   time through :class:`~crmsync_core.http.CrmClient` (rate limit, retries, redaction, 429s waited out);
 * each request's outcomes are reported (``context.report``) as soon as it is answered, so a contact's
@@ -15,8 +15,8 @@ and an answer that says what became of each contact.
   is set, within :attr:`BatchAdapter.bisection_requests` extra requests per batch; else every item of a
   rejected batch fails permanently;
 * 404/405 stop the run naming the base URL setting; 401/403 stop it naming the credentials setting;
-  the base URL is checked before anything is sent; the CRM's rate-limit headers are read as
-  :attr:`BatchAdapter.limit_headers` declares.
+  the base URL is checked before anything is sent (a token in its query is redacted); the CRM's
+  rate-limit headers are read as :attr:`BatchAdapter.limit_headers` declares.
 
 An adapter states its endpoint (:attr:`path`, :attr:`method`), maps a contact to a payload item
 (:meth:`item`), and maps an answer to outcomes (:meth:`outcomes`)::
@@ -53,7 +53,7 @@ from .contacts import (
     split_sendable,
 )
 from .errors import ConfigurationError, FatalError, PermanentError, TransientError
-from .http import CrmClient
+from .http import CrmClient, url_secrets
 from .ratelimit import LimitHeaders
 from .settings import SyncSettings
 
@@ -167,7 +167,8 @@ class BatchAdapter(Generic[SettingsT]):
             crm=self.crm,
             base_url=self.base_url,
             headers=self.headers(),
-            secrets=self.secrets(),
+            # a token in the base URL's query (a webhook's signature) is a secret too
+            secrets=[*self.secrets(), *url_secrets(self.base_url)],
             auth_hint=self.auth_hint(),
             timeout=float(getattr(settings, "timeout_seconds", 30.0)),
             limit_headers=self.limit_headers,
@@ -232,6 +233,12 @@ class BatchAdapter(Generic[SettingsT]):
         """The endpoint (default :attr:`path`; e.g. a setting instead)."""
         return self.path
 
+    def item_key(self, contact: Contact) -> str:
+        """What makes contacts one item: those with the same key are sent once and share its outcome.
+        Default: the normalised e-mail; ``str(contact.id)`` sends every row (a webhook whose workflow
+        decides what a repeated e-mail means)."""
+        return normalised_email(contact.email)
+
     def representative(self, members: Sequence[Contact]) -> Contact:
         """Which of the contacts sharing an e-mail is sent for all of them. Default: the first."""
         return members[0]
@@ -243,7 +250,7 @@ class BatchAdapter(Generic[SettingsT]):
     def not_found(self, response: httpx.Response) -> FatalError:
         """The error for a 404 or 405: the base URL (or the endpoint) is wrong."""
         return FatalError(
-            f"{self.crm}: no API at {self.base_url}{self.request_path()} (HTTP "
+            f"{self.crm}: no API at {self.client.redact(self.base_url + self.request_path())} (HTTP "
             f"{response.status_code}): check the base URL setting "
             f"{self.base_url_setting or self.crm.upper() + '_*'}. "
             f"The CRM said: {self.client.body_snippet(response)}"
@@ -278,7 +285,7 @@ class BatchAdapter(Generic[SettingsT]):
         outcomes: list[Outcome] = list(skipped)
         groups: dict[str, list[Contact]] = {}
         for contact in sendable:
-            groups.setdefault(normalised_email(contact.email), []).append(contact)
+            groups.setdefault(self.item_key(contact), []).append(contact)
         items: list[Sent] = []
         for members in groups.values():
             chosen = self.representative(members)
