@@ -147,7 +147,7 @@ class Unresolved:
 
 
 #: one exchange: a request (or several) for some items, and what the answer says of each
-Exchange = Callable[[Sequence["Sent"]], Awaitable[Sequence["Outcome | Unresolved"]]]
+Exchange = Callable[[Sequence[Sent]], Awaitable[Sequence[Outcome | Unresolved]]]
 _JSON = {"Content-Type": "application/json"}
 
 
