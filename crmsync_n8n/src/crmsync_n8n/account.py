@@ -24,7 +24,7 @@ import httpx
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.errors import TransientError
-from crmsync_core.http import CrmClient
+from crmsync_core.http import CrmClient, url_secrets
 
 from .settings import N8nSettings
 
@@ -58,7 +58,7 @@ async def check(settings: N8nSettings, context: CheckContext) -> list[CheckResul
         ),
         crm="n8n",
         base_url="",
-        secrets=[*secrets, url.query.decode("ascii", errors="replace")],
+        secrets=[*secrets, *url_secrets(url)],
         auth_hint="the probe sends no credentials",
         timeout=settings.timeout_seconds,
     )
