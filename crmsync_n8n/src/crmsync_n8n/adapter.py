@@ -28,7 +28,7 @@ from crmsync_core.adapter import AdapterContext, AdapterSpec
 from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced
 from crmsync_core.errors import ConfigurationError, FatalError
-from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url
+from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url, json_bytes
 
 from .fake import make_sandbox
 from .mapping import contact_payload, format_timestamp, idempotency_key
@@ -114,8 +114,7 @@ class N8nAdapter(BatchAdapter[N8nSettings]):
         def content() -> bytes:
             # Made when the request leaves (after the concurrency slot, the rate limiter and any
             # retry): ``timestamp`` is the time of sending, not of the batch's start.
-            sent = _stamped(body, format_timestamp(self._clock()))
-            return json.dumps(sent, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            return json_bytes(_stamped(body, format_timestamp(self._clock())))
 
         # The key is blind to ``timestamp``: every send of this body carries the same one.
         return await self.client.request(
