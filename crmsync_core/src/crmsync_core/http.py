@@ -7,8 +7,8 @@
   :class:`~crmsync_core.ratelimit.LimitHeaders` says: a 429, or an answer saying nothing is left, pauses
   the bucket once until the announced reset (never longer, never twice), and a 429 is waited out without
   using up an attempt, up to :attr:`RequestRetry.max_rate_limit_wait`;
-* timeouts, dropped connections, 408, 425 and 5xx are retried with tenacity, then raised as
-  :class:`~crmsync_core.errors.TransientError`;
+* timeouts, dropped connections, 408, 425 and 5xx are retried (:class:`~crmsync_core.retry.RequestRetry`),
+  then raised as :class:`~crmsync_core.errors.TransientError`;
 * each exchange has an overall deadline (``AdapterContext.request_deadline``, default three times the
   timeout), all reads included: a server that trickles its answer is a timeout, not a wait forever;
 * consecutive connection errors, timeouts and 5xx feed the run's circuit breaker; once it opens, the
@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.utils
+import functools
 import json as _json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC
@@ -36,7 +38,6 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from .adapter import AdapterContext
 from .errors import AuthenticationError, MalformedResponseError, TransientError
@@ -162,6 +163,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # What httpx builds for every client by default (its CA bundle): built once per process, since
+    # loading the CA bundle costs tens of milliseconds, more than hundreds of requests on loopback.
+    return httpx.create_ssl_context()
+
+
 class _RetryableResponse(TransientError):
     def __init__(self, message: str, *, retry_after: float | None, response: httpx.Response | None):
         super().__init__(message, retry_after=retry_after)
@@ -199,6 +207,7 @@ class CrmClient:
         self._base_path = httpx.URL(base_url).path.rstrip("/")
         self._inspect = inspect
         self._deadline = context.request_deadline or 3 * timeout
+        self._paths: dict[str, str] = {}
         _install_log_filter()
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -207,6 +216,7 @@ class CrmClient:
             timeout=timeout,
             transport=context.transport,
             follow_redirects=False,
+            verify=_tls_context() if context.transport is None else True,
         )
 
     async def __aenter__(self) -> CrmClient:
@@ -239,12 +249,6 @@ class CrmClient:
         actually sent (after the rate limiter, on every retry), for bodies that say when they were sent.
         """
         policy = self.context.request_retry
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
-            wait=self._backoff,
-            retry=retry_if_exception_type(_RetryableResponse),
-            reraise=True,
-        )
 
         def build() -> httpx.Request:
             return self._http.build_request(
@@ -258,33 +262,47 @@ class CrmClient:
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
 
+        path = self._path(url)
         sending = _sending.set(self.redact)
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._send_within_rate_limit(build, self._path(url))
-        except _RetryableResponse as exc:
-            tries = policy.attempts
-            raise TransientError(
-                f"{exc.message} (after {tries} {'try' if tries == 1 else 'tries'})",
-                retry_after=exc.retry_after,
-            ) from None
+            attempt = 1
+            while True:
+                try:
+                    return await self._send_within_rate_limit(build, path)
+                except _RetryableResponse as exc:
+                    if attempt >= policy.attempts:
+                        tries = policy.attempts
+                        raise TransientError(
+                            f"{exc.message} (after {tries} {'try' if tries == 1 else 'tries'})",
+                            retry_after=exc.retry_after,
+                        ) from None
+                    await asyncio.sleep(self._backoff(attempt, exc))
+                    attempt += 1
         finally:
             _sending.reset(sending)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _backoff(self, state: RetryCallState) -> float:
-        wait = self.context.request_retry.backoff(state.attempt_number)
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetryableResponse) and exc.retry_after is not None:
-            wait = max(wait, min(exc.retry_after, self.context.request_retry.max_wait))
+    def _backoff(self, attempt: int, exc: _RetryableResponse) -> float:
+        """Seconds to wait after the ``attempt``-th failed try: the policy's, or the CRM's
+        ``Retry-After`` when longer (up to the policy's longest wait)."""
+        policy = self.context.request_retry
+        wait = policy.backoff(attempt)
+        if exc.retry_after is not None:
+            wait = max(wait, min(exc.retry_after, policy.max_wait))
         return wait
 
     def _where(self, request: httpx.Request) -> str:
         return f"{request.method} {request.url.path}"
 
-    def _path(self, url: str | httpx.URL) -> str:
+    def _path(self, url: str) -> str:
         """The request's path relative to the base URL: what buckets' prefixes match."""
+        path = self._paths.get(url)
+        if path is None:
+            if len(self._paths) > 1024:  # URLs with ids in them: keep the cache small
+                self._paths.clear()
+            path = self._paths[url] = self._parse_path(url)
+        return path
+
+    def _parse_path(self, url: str) -> str:
         parsed = httpx.URL(url)
         path = parsed.path
         if parsed.is_absolute_url and self._base_path and path.startswith(self._base_path):

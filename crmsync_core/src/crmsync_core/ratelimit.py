@@ -49,7 +49,7 @@ import enum
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
@@ -324,13 +324,17 @@ def prune(held: Sequence[Slot], start: float, bucket: Bucket) -> list[Slot]:
 
 def settle(held: Sequence[Slot], settled: Sequence[Settled]) -> list[Slot]:
     """``held`` with each settled slot replaced by the span in which its request was counted, or
-    removed when it was never sent; sorted by start."""
-    left = list(held)
-    for slot, counted in settled:
-        with contextlib.suppress(ValueError):  # already pruned
-            left.remove(slot)
-        if counted is not None:
-            left.append(counted)
+    removed when it was never sent; sorted by start. Slots no longer held (pruned) are ignored."""
+    if not settled:
+        return list(held)
+    gone = Counter(slot for slot, _ in settled)
+    left = []
+    for slot in held:
+        if gone[slot] > 0:
+            gone[slot] -= 1
+        else:
+            left.append(slot)
+    left += [counted for _, counted in settled if counted is not None]
     left.sort()
     return left
 
