@@ -349,13 +349,14 @@ class CrmClient:
                 self._failed(f"{self.crm}: HTTP {response.status_code} on {self._where(request)}")
             else:
                 circuit.success()
-            self.context.logger.debug(
-                "%s %s -> %s (%.0f ms)",
-                self.crm,
-                self._where(request),
-                response.status_code,
-                (time.perf_counter() - started) * 1000,
-            )
+            if self.context.logger.isEnabledFor(logging.DEBUG):
+                self.context.logger.debug(
+                    "%s %s -> %s (%.0f ms)",
+                    self.crm,
+                    self._where(request),
+                    response.status_code,
+                    (time.perf_counter() - started) * 1000,
+                )
             if self._inspect is not None:
                 self._inspect(response)
             status = response.status_code

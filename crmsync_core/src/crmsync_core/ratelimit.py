@@ -547,6 +547,7 @@ class Limiter:
         self.shared = ledger is not None and not isinstance(ledger, MemoryLedger)
         self._sleep = sleep
         self._states: dict[str, _State] = {}
+        self._by_path: dict[str, _State] = {}
         self._waited = 0.0
         self._lead = 0.0
         self._late = 0.0  # how late after a slot's start requests leave (a slowly fading maximum)
@@ -576,6 +577,14 @@ class Limiter:
         return self._waited
 
     def _state(self, path: str) -> _State:
+        state = self._by_path.get(path)
+        if state is None:
+            if len(self._by_path) > 1024:  # paths with ids in them: keep the cache small
+                self._by_path.clear()
+            state = self._by_path[path] = self._state_of(path)
+        return state
+
+    def _state_of(self, path: str) -> _State:
         bucket = self.limits.bucket_for(path)
         name = bucket.name if bucket else "*"
         state = self._states.get(name)
