@@ -62,8 +62,8 @@ async def test_no_window_of_any_kind_ever_holds_more_than_the_limit(kind: Window
     for t in sent:  # token bucket: at most burst + rate * t in any interval of length t
         for length in (0.5, 2.0, 7.3):
             assert sum(1 for u in sent if t <= u < t + length) <= 10 + 10 * length
-    # and the whole budget is used, paced evenly: 97.5 % of 10 per second
-    assert (len(sent) - 1) / (sent[-1] - sent[0]) == pytest.approx(10 / 1.025, rel=0.01)
+    # and the budget is used, paced evenly: 95.7 % of 10 per second while no answer is reported
+    assert (len(sent) - 1) / (sent[-1] - sent[0]) == pytest.approx(10 / 1.045, rel=0.01)
 
 
 async def test_lanes_share_one_bucket_in_arrival_order() -> None:
@@ -98,7 +98,7 @@ async def test_answered_requests_let_a_worker_use_the_whole_budget() -> None:
                 limiter.answered(ticket)
         assert most_in_any_window(sent, 1.0) == 10
         rates[answering] = (len(sent) - 1) / (sent[-1] - sent[0])
-    assert rates[False] == pytest.approx(10 / 1.025, rel=0.01)
+    assert rates[False] == pytest.approx(10 / 1.045, rel=0.01)
     assert rates[True] == pytest.approx(10.0, rel=0.001)
 
 

@@ -20,7 +20,7 @@ every window kind:
   interval of length t, which is what a token bucket allows.
 
 A new slot is long enough for its request to leave (``tolerance``, 15 ms of a 1 s window, or twice the
-latest this event loop woke up lately, at most 60 ms), to travel (``margin``, 10 ms of a 1 s window, or
+latest this event loop woke up lately, at most 60 ms), to travel (``margin``, 30 ms of a 1 s window, or
 the slowest recent answer), and for the ledger clock's uncertainty. A request whose slot passed before it
 could leave waits for the next slot: a slot is never used late. Once the CRM answers, the worker
 *settles* the slot: the next statement replaces it with the span in which the request was really
@@ -62,8 +62,9 @@ TOLERANCE_SHARE = 0.015
 TOLERANCE_MAX = 0.05
 #: the longest a busy slot lasts however late the event loop wakes (60 ms: 94 % of a 1 s window)
 MAX_TOLERANCE = 0.06
-#: extra spacing for the varying delay between sending and the CRM counting (max 50 ms)
-MARGIN_SHARE = 0.01
+#: room for the varying delay between sending and the CRM counting, in a slot not settled yet (30 ms of
+#: a 1 s window, at most 50 ms)
+MARGIN_SHARE = 0.03
 MARGIN_MAX = 0.05
 #: a lease covers about this many seconds of a bucket's rate
 LEASE_SECONDS = 1.0

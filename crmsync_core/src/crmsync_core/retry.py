@@ -4,8 +4,7 @@ Two layers that are never confused:
 
 * :class:`RetryPolicy` works across runs, in minutes, through the database: after a transient failure the
   contact goes back to the queue with a next-attempt time, until its attempts are used up.
-* :class:`RequestRetry` works inside one HTTP request, in seconds, with tenacity
-  (see :mod:`crmsync_core.http`): timeouts, dropped connections, 5xx and 429 are retried a few times before
+* :class:`RequestRetry` works inside one HTTP request, in seconds (see :mod:`crmsync_core.http`): timeouts, dropped connections, 5xx and 429 are retried a few times before
   the contact counts as failed. Waiting for a rate limit never counts as a failed attempt.
 """
 
