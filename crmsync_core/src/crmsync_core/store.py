@@ -32,6 +32,7 @@ from .filters import ContactFilter
 from .layout import CONTACT_FIELDS, CrmColumns, Layout
 from .ratelimit import Bucket, Lease, Slot, issue_slots, prune, remove
 from .status import SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
+from .store_notify import NotifyMixin
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
 ID_CHUNK = 2_000
@@ -501,7 +502,7 @@ class SlotLedger:
             self._rows.pop(key, None)
 
 
-class Store:
+class Store(NotifyMixin):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""
 
     def __init__(
@@ -557,6 +558,8 @@ class Store:
 
     async def close(self) -> None:
         """Dispose of the engine if the store created it (a host's engine is left open)."""
+        for listener in getattr(self, "_listeners", []):
+            await listener.aclose()
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -657,6 +660,7 @@ class Store:
                 found = await self._lock_matching(conn, where)
                 part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
                 total = total + self._accounted(part, found, len(chunk))
+            await self._notify_queued(conn, crm, total.queued)
         return total
 
     async def queue_where(
@@ -674,6 +678,7 @@ class Store:
         async with self._transaction(connection) as conn:
             found = await self._lock_matching(conn, where)
             part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
+            await self._notify_queued(conn, crm, part.queued)
         return self._accounted(part, found, found)
 
     async def unselect(
