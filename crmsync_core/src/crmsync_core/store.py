@@ -32,6 +32,7 @@ from .filters import ContactFilter
 from .layout import CONTACT_FIELDS, CrmColumns, Layout
 from .ratelimit import Bucket, Lease, Slot, issue_slots, prune, remove
 from .status import SELECTABLE, TRANSITIONS, Event, ProcessingStatus, SyncStatus
+from .store_confirmations import ConfirmationsMixin
 from .store_notify import NotifyMixin
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
@@ -502,7 +503,7 @@ class SlotLedger:
             self._rows.pop(key, None)
 
 
-class Store(NotifyMixin):
+class Store(NotifyMixin, ConfirmationsMixin):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""
 
     def __init__(
@@ -516,6 +517,7 @@ class Store(NotifyMixin):
         self._id_type = _python_type(table.c[layout.id_column])
         self._rate_limits: sa.Table | None = None
         self._circuits: sa.Table | None = None
+        self._confirmations: sa.Table | None = None
         #: paused CRMs where the database cannot share them (SQLite: one worker)
         self._local_circuits: dict[str, CircuitState] = {}
 
@@ -1190,7 +1192,7 @@ class Store(NotifyMixin):
         condition, values = self._transition(c, event)
         columns = [sa.column("contact_id", self._id_column.type), sa.column("error", c.error.type)]
         rows: list[tuple[Any, ...]] = [(r.contact_id, r.error) for r in group]
-        if event is Event.SUCCEED:
+        if event in (Event.SUCCEED, Event.AWAIT):
             columns += [
                 sa.column("remote_id", c.remote_id.type),
                 sa.column("fallback_id", c.remote_id.type),
@@ -1211,7 +1213,7 @@ class Store(NotifyMixin):
             where.append(c.claimed_at == self._at(c.claimed_at, claim.claimed_at))
             values[c.names.claimed_at] = None
         values[c.names.error] = self._typed(outcome.c.error, c.error)
-        if event is Event.SUCCEED:
+        if event in (Event.SUCCEED, Event.AWAIT):
             # An answer without an id never replaces the id the CRM gave before (a re-delivery).
             values[c.names.remote_id] = sa.func.coalesce(
                 self._typed(outcome.c.remote_id, c.remote_id),

@@ -144,7 +144,8 @@ class N8nAdapter:
         said = self._client.body_snippet(response)
         if 200 <= status < 300:
             remote_id = execution_id(response.content) or self._settings.workflow_id
-            return [Synced(c.id, remote_id) for c in group]
+            # With N8N_SYNC_CONFIRM the workflow's callback must carry this key.
+            return [Synced(c.id, remote_id, idempotency_key=key) for c in group]
         if status == 404:
             raise FatalError(
                 f"n8n: HTTP 404 on {where}: {_not_found_hint(self._url)} "
