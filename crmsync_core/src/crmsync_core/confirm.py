@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from .contacts import ContactId
+from .errors import InvalidRequestError
 from .status import Event
 
 if TYPE_CHECKING:
@@ -135,6 +136,10 @@ async def handle_callback(
     """Apply one callback: complete, retry or fail the contact it names when it awaits this key; keep
     it when the acceptance is not recorded yet; else change nothing (a duplicate or a stale key)."""
     now = now or _now()
+    try:
+        store.parse_id(callback.contact_id)
+    except InvalidRequestError:
+        return "ignored"  # not an id of this table: it matches no contact
     for _ in range(2):
         rows = await store.pending_confirmations(crm, [callback.contact_id])
         row = rows[0] if rows else None

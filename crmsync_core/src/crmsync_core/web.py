@@ -474,12 +474,11 @@ def sync_router(
             retry=body.retry,
         )
         try:
-            async with _as_422(("body", "contact_id")):
-                with _unavailable_as_503():
-                    result = await confirm.handle_callback(
-                        store, registry or default_registry(), crm, crm_settings, callback
-                    )
-        except (HTTPException, RequestValidationError):
+            with _unavailable_as_503():
+                result = await confirm.handle_callback(
+                    store, registry or default_registry(), crm, crm_settings, callback
+                )
+        except HTTPException:
             raise
         except Exception as exc:
             logger.exception("%s: a confirmation callback failed", crm)
@@ -499,7 +498,7 @@ _CONFIRM_MESSAGES = {
     "retrying": "the failure was recorded; the contact is queued again for {crm}",
     "failed": "the failure was recorded; the contact is in error for {crm}",
     "early": "kept: it applies when the acceptance of the contact is recorded",
-    "ignored": "nothing changed: the contact does not await this confirmation",
+    "ignored": "nothing changed: no contact awaits this confirmation",
 }
 
 
