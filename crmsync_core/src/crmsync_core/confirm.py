@@ -37,8 +37,8 @@ from .status import Event
 
 if TYPE_CHECKING:
     from .plugins import Registry
+    from .queue import Queue as Store
     from .settings import SyncSettings
-    from .store import Store
 
 logger = logging.getLogger("crmsync.confirm")
 

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .adapter import AdapterSpec, SandboxOptions
-from .engine import Engine, RunReport
+from .engine import Engine
 from .hookspecs import hookimpl
 from .layout import Layout
 from .plugins import Registry, default_registry
+from .queue import StatusSummary
 from .ratelimit import RateLimit
+from .report import RunReport
 from .retry import RequestRetry
 from .settings import SyncSettings
 from .status import SyncStatus
-from .store import StatusSummary, Store
+from .store import Store
 from .testing import contact_rows, sandbox_adapter_spec
 
 DEMO_PROXY_LIMIT = RateLimit(500, 1.0)
@@ -82,11 +84,10 @@ async def run_demo(
     transports: dict[str, Any] = {}
     for crm in crms:
         spec = registry.get(crm)
-        assert spec.sandbox is not None
         # The sandbox enforces the CRM's own limit; one without a limit (n8n) sits behind a proxy
         # that throttles, so that every demo shows rate limits being waited out.
         limit = spec.rate_limit or DEMO_PROXY_LIMIT
-        sandbox = spec.sandbox(
+        sandbox = spec.make_sandbox(
             SandboxOptions(failure_rate=failure_rate, rate_limit=limit, seed=seed)
         )
         # Retries are due at once so the demo shows them finish; a real deployment waits minutes.

@@ -36,8 +36,9 @@ from .ratelimit import Limiter
 from .wake import QueueWaker
 
 if TYPE_CHECKING:
-    from .engine import Engine, RunReport
-    from .store_notify import QueueListener
+    from .engine import Engine
+    from .report import RunReport
+    from .wake import Listener
 
 logger = logging.getLogger("crmsync.scheduler")
 
@@ -55,7 +56,7 @@ class _Wake:
 
     waker: QueueWaker
     crms: list[str]
-    listener: QueueListener | None = None
+    listener: Listener | None = None
     task: asyncio.Task[None] | None = None
     #: CRMs whose job is running now, and those woken meanwhile (the job runs again when it ends)
     running: set[str] = field(default_factory=set)

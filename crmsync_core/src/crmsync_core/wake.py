@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL
@@ -38,10 +38,26 @@ TRANSACTION_POOLER_PORT = 6543
 
 __all__ = [
     "CHANNEL",
+    "Listener",
     "QueueWaker",
     "WakeSettings",
     "wake_unsupported_reason",
 ]
+
+
+class Listener(Protocol):
+    """What listens for queued contacts (:class:`crmsync_core.store.QueueListener` on PostgreSQL)."""
+
+    #: set while notifications can arrive
+    listening: asyncio.Event
+
+    def stop(self) -> None:
+        """Stop listening without waiting."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop listening, and wait for the connection to close."""
+        ...
 
 
 class WakeSettings(BaseSettings):

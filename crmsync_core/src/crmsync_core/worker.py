@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .engine import Engine, RunReport
+from .engine import Engine
+from .report import RunReport
 from .wake import QueueWaker
 
 if TYPE_CHECKING:
-    from .store_notify import QueueListener
+    from .wake import Listener
 
 logger = logging.getLogger("crmsync.worker")
 
@@ -57,7 +58,7 @@ class Worker:
         #: woken when contacts are queued (see :mod:`crmsync_core.wake`)
         self.waker = QueueWaker()
         #: listening for queued contacts while :meth:`run` runs (``None``: polling only)
-        self.listener: QueueListener | None = None
+        self.listener: Listener | None = None
         #: a CRM that announced a pause (rate limit, circuit breaker) is not woken before this time
         self._not_before = dict.fromkeys(self.crms, 0.0)
 

@@ -44,7 +44,8 @@ async def sync(
 
     Exits 1 when a CRM was stopped (a bad key, a missing setting) or paused, after saying why.
     """
-    from ..engine import Engine, RunReport
+    from ..engine import Engine
+    from ..report import RunReport
     from ..worker import Worker
 
     for crm in crms:

@@ -21,9 +21,10 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .wake import CHANNEL, QueueWaker, WakeSettings, wake_unsupported_reason
+from ..wake import CHANNEL, QueueWaker, WakeSettings, wake_unsupported_reason
+from .base import StoreBase
 
 logger = logging.getLogger("crmsync.wake")
 
@@ -135,10 +136,9 @@ class QueueListener:
                 delay = min(delay * 2, self._max_backoff)
 
 
-class NotifyMixin:
+class NotifyMixin(StoreBase):
     """The store's half of wake on queue (see :mod:`crmsync_core.wake`)."""
 
-    engine: AsyncEngine
     _listeners: list[QueueListener]
 
     async def _notify_queued(self, conn: AsyncConnection, crm: str, queued: int) -> None:
@@ -176,4 +176,4 @@ class NotifyMixin:
         for listener in getattr(self, "_listeners", []):
             await listener.aclose()
         self._listeners = []
-        await super().close()  # type: ignore[misc]
+        await super().close()

@@ -19,12 +19,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .confirm import Callback, ConfirmResolution, Pending
-from .contacts import Contact, ContactId
-from .layout import CONTACT_FIELDS, Layout
-from .status import AWAITING, Event, ProcessingStatus, SyncStatus
+from ..confirm import Callback, ConfirmResolution, Pending
+from ..contacts import Contact, ContactId
+from ..layout import CONTACT_FIELDS
+from ..status import AWAITING, Event, ProcessingStatus, SyncStatus
+from .base import StoreBase
 
 CONFIRMATION_TABLE = "crmsync_confirmations"
+_AWAITING_PROCESSING = ProcessingStatus.COMPLETE.value
 
 
 def confirmation_table(
@@ -51,23 +53,19 @@ def confirmation_table(
     )
 
 
-class ConfirmationsMixin:
+class ConfirmationsMixin(StoreBase):
     """The store's half of confirmed delivery."""
 
-    # Provided by the store.
-    table: sa.Table
-    layout: Layout
-    _confirmations: sa.Table | None
+    _confirmations: sa.Table | None = None
 
     async def _confirmation_table(self) -> sa.Table:
-        existing: sa.Table | None = getattr(self, "_confirmations", None)
-        if existing is not None:
-            return existing
+        if self._confirmations is not None:
+            return self._confirmations
         table = confirmation_table(
             self.table.c[self.layout.id_column].type.copy(), schema=self.layout.schema
         )
         try:
-            async with self._transaction(None) as conn:  # type: ignore[attr-defined]
+            async with self._transaction(None) as conn:
                 await conn.run_sync(table.create, checkfirst=True)
         except (sa_exc.IntegrityError, sa_exc.ProgrammingError):
             pass  # another worker created it between our check and our CREATE
@@ -75,7 +73,7 @@ class ConfirmationsMixin:
         return table
 
     def _upsert(self, table: sa.Table) -> Any:
-        dialect = self.engine.dialect.name  # type: ignore[attr-defined]
+        dialect = self.dialect
         return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
     async def expect_confirmations(
@@ -92,7 +90,7 @@ class ConfirmationsMixin:
         if not items:
             return
         table = await self._confirmation_table()
-        at = self._at  # type: ignore[attr-defined]
+        at = self._at
         insert = self._upsert(table)
         same_key = sa.and_(
             table.c.accepted_at.is_(None),
@@ -119,13 +117,13 @@ class ConfirmationsMixin:
             }
             for contact_id, key in items
         ]
-        async with self._transaction(None) as conn:  # type: ignore[attr-defined]
+        async with self._transaction(None) as conn:
             await conn.execute(statement, rows)
 
     async def keep_early_callback(self, crm: str, callback: Callback) -> None:
         """Keep a callback for a contact whose acceptance is not recorded yet; applied when it is."""
         table = await self._confirmation_table()
-        contact_id = self._parse_ids([callback.contact_id])[0]  # type: ignore[attr-defined]
+        contact_id = self._parse_ids([callback.contact_id])[0]
         insert = self._upsert(table)
         statement = insert.on_conflict_do_update(
             index_elements=[table.c.crm, table.c.contact_id],
@@ -139,7 +137,7 @@ class ConfirmationsMixin:
                 table.c.idempotency_key == callback.idempotency_key,
             ),
         )
-        async with self._transaction(None) as conn:  # type: ignore[attr-defined]
+        async with self._transaction(None) as conn:
             await conn.execute(
                 statement,
                 {
@@ -163,7 +161,7 @@ class ConfirmationsMixin:
         """Confirmation rows of ``crm`` with their contacts' state: those of ``ids``, or those whose
         contact awaits past ``expired_at``, or (``with_outcome``) those holding an early callback."""
         table = await self._confirmation_table()
-        c = self._crm(crm)  # type: ignore[attr-defined]
+        c = self._crm(crm)
         id_column = self.table.c[self.layout.id_column]
         statement = (
             sa.select(
@@ -174,22 +172,22 @@ class ConfirmationsMixin:
                 table.c.data,
                 c.sync,
                 c.processing,
-                self._attempts(c),  # type: ignore[attr-defined]
+                self._attempts(c),
                 c.remote_id,
             )
             .select_from(table.join(self.table, id_column == table.c.contact_id))
             .where(table.c.crm == crm)
         )
         if ids is not None:
-            statement = statement.where(table.c.contact_id.in_(self._parse_ids(ids)))  # type: ignore[attr-defined]
+            statement = statement.where(table.c.contact_id.in_(self._parse_ids(ids)))
         if expired_at is not None:
             statement = statement.where(
-                table.c.confirm_by < self._at(table.c.confirm_by, expired_at),  # type: ignore[attr-defined]
+                table.c.confirm_by < self._at(table.c.confirm_by, expired_at),
                 self._awaiting(c),
             )
         if with_outcome:
             statement = statement.where(table.c.outcome.is_not(None), self._awaiting(c))
-        async with self._transaction(None) as conn:  # type: ignore[attr-defined]
+        async with self._transaction(None) as conn:
             rows = (await conn.execute(statement)).all()
         return [
             Pending(
@@ -207,8 +205,7 @@ class ConfirmationsMixin:
                     )
                 ),
                 awaiting=(
-                    _value(row[5]) == AWAITING.sync.value
-                    and _value(row[6]) == AWAITING.processing.value  # type: ignore[union-attr]
+                    _value(row[5]) == AWAITING.sync.value and _value(row[6]) == _AWAITING_PROCESSING
                 ),
                 claimed=(
                     _value(row[5]) == SyncStatus.PROCESSING.value
@@ -222,7 +219,7 @@ class ConfirmationsMixin:
 
     def parse_id(self, value: ContactId | str) -> ContactId:
         """``value`` as the contacts table's id type (``InvalidRequestError`` when it is not one)."""
-        parsed: ContactId = self._parse_ids([value])[0]  # type: ignore[attr-defined]
+        parsed: ContactId = self._parse_ids([value])[0]
         return parsed
 
     async def contact_state_for_callback(self, crm: str, contact_id: ContactId | str) -> str:
@@ -248,13 +245,13 @@ class ConfirmationsMixin:
         if not resolutions:
             return set()
         table = await self._confirmation_table()
-        c = self._crm(crm)  # type: ignore[attr-defined]
+        c = self._crm(crm)
         id_column = self.table.c[self.layout.id_column]
-        at = self._at  # type: ignore[attr-defined]
+        at = self._at
         changed: set[ContactId] = set()
-        async with self._transaction(None) as conn:  # type: ignore[attr-defined]
+        async with self._transaction(None) as conn:
             for r in resolutions:
-                condition, values = self._transition(c, r.event)  # type: ignore[attr-defined]
+                condition, values = self._transition(c, r.event)
                 if r.event is Event.CONFIRM:
                     values[c.names.error] = None
                 else:
@@ -265,7 +262,7 @@ class ConfirmationsMixin:
                         values[c.names.last_attempt_at] = at(c.last_attempt_at, now)
                     if c.failed_crm is not None and c.names.failed_crm:
                         values[c.names.failed_crm] = c.names.crm
-                values |= self._touch(now)  # type: ignore[attr-defined]
+                values |= self._touch(now)
                 statement = (
                     sa.update(self.table)
                     .where(id_column == r.contact_id, condition)
@@ -287,10 +284,10 @@ class ConfirmationsMixin:
 
     async def contacts(self, ids: Iterable[ContactId | str]) -> dict[ContactId, Contact]:
         """The contacts of ``ids`` as adapters and hooks see them (those that exist)."""
-        wanted = self._parse_ids(ids)  # type: ignore[attr-defined]
+        wanted = self._parse_ids(ids)
         id_column = self.table.c[self.layout.id_column]
         fields = [self.table.c[self.layout.fields[f]] for f in CONTACT_FIELDS]
-        async with self._transaction(None) as conn:  # type: ignore[attr-defined]
+        async with self._transaction(None) as conn:
             rows = (
                 await conn.execute(sa.select(id_column, *fields).where(id_column.in_(wanted)))
             ).all()
@@ -304,7 +301,7 @@ class ConfirmationsMixin:
     def _awaiting(self, c: Any) -> sa.ColumnElement[bool]:
         return sa.and_(
             c.sync == AWAITING.sync.value,
-            c.processing == AWAITING.processing.value,  # type: ignore[union-attr]
+            c.processing == _AWAITING_PROCESSING,
         )
 
 
