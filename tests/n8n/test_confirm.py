@@ -335,3 +335,41 @@ async def test_the_timeout_is_counted_from_the_acceptance(store: Store) -> None:
 
     assert (await setup.run()).unconfirmed == 0
     assert _awaiting(await setup.state(contact))
+
+
+async def test_on_scrapersky_table_confirmation_needs_no_new_column(
+    postgres_url: str, scrapersky_sql: str
+) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    columns = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'contacts' ORDER BY 1"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(scrapersky_sql)
+        before = conn.execute(columns).fetchall()
+    store = await Store.connect(postgres_url, Layout.scrapersky())
+    try:
+        setup = Setup(store)
+        ids = [uuid.uuid4() for _ in range(2)]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for n, contact_id in enumerate(ids):
+                conn.execute(
+                    "INSERT INTO contacts (id, email, name, domain_id, page_id, email_type, "
+                    "has_gmail) VALUES (%s, %s, 'Ada', gen_random_uuid(), gen_random_uuid(), "
+                    "'CORPORATE', false)",
+                    (contact_id, f"ada{n}@acme.io"),
+                )
+        await store.queue("n8n", ids, now=setup.clock())
+
+        await setup.run()
+
+        states = await store.states("n8n", ids)
+        assert {s.sync_status for s in states.values()} == {SyncStatus.COMPLETE}
+        assert {i for i, _ in setup.host.confirmed} == set(ids)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute(columns).fetchall() == before
+            # what awaited its callback is gone once confirmed
+            assert conn.execute("SELECT count(*) FROM crmsync_confirmations").fetchone() == (0,)
+    finally:
+        await store.close()
