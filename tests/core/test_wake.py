@@ -285,3 +285,14 @@ async def test_crmsync_wake_listen_url_gives_the_listener_its_own_connection(
     async with asyncio.timeout(WAKE_BOUND):
         await listener.listening.wait()
     await listener.aclose()
+
+
+async def test_an_invalid_crmsync_wake_on_queue_says_what_to_set(
+    worker_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crmsync_core.errors import ConfigurationError
+
+    monkeypatch.setenv("CRMSYNC_WAKE_ON_QUEUE", "sometimes")
+
+    with pytest.raises(ConfigurationError, match="CRMSYNC_WAKE_ON_QUEUE must be auto or off"):
+        worker_store.queue_listener(QueueWaker(), ["sandbox"])

@@ -20,9 +20,11 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
+from pydantic import ValidationError
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..errors import ConfigurationError
 from ..wake import CHANNEL, QueueWaker, WakeSettings, wake_unsupported_reason
 from .base import StoreBase
 
@@ -154,7 +156,13 @@ class NotifyMixin(StoreBase):
         workers cannot be woken: SQLite, a transaction pooler, ``CRMSYNC_WAKE_ON_QUEUE=off``. It is
         stopped by :meth:`close`, or by its own ``aclose``. ``CRMSYNC_WAKE_LISTEN_URL`` replaces the
         store's URL for the listening connection only."""
-        settings = WakeSettings()
+        try:
+            settings = WakeSettings()
+        except ValidationError:
+            raise ConfigurationError(
+                "CRMSYNC_WAKE_ON_QUEUE must be auto or off, and CRMSYNC_WAKE_LISTEN_URL a "
+                "PostgreSQL URL"
+            ) from None
         mode = mode or settings.wake_on_queue
         url = self.engine.url
         if settings.wake_listen_url is not None and self.engine.dialect.name == "postgresql":
