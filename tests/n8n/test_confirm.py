@@ -373,3 +373,40 @@ async def test_on_scrapersky_table_confirmation_needs_no_new_column(
             assert conn.execute("SELECT count(*) FROM crmsync_confirmations").fetchone() == (0,)
     finally:
         await store.close()
+
+
+async def test_a_hook_that_fails_leaves_the_contact_awaiting_for_the_next_callback(
+    store: Store,
+) -> None:
+    setup = Setup(store)
+    setup.fake.callback_default = "none"
+    [contact] = await setup.add(1)
+    await setup.run()
+    body = {
+        "contact_id": str(contact),
+        "idempotency_key": setup.fake.received[0].idempotency_key,
+        "status": "ok",
+        "data": {"enrichment_id": "enr-1"},
+    }
+
+    class Failing:
+        @hookimpl
+        async def contact_confirmed(self, crm: str, contact_id: ContactId, data: Any) -> None:
+            raise RuntimeError("the host's database is down")
+
+    failing = Failing()
+    setup.registry.register(failing)
+
+    failed = await setup.call_back(body)
+
+    assert failed.status_code == 500
+    assert "the host's database is down" not in failed.text
+    assert _awaiting(await setup.state(contact))
+    assert setup.host.synced == []
+
+    setup.registry.pm.unregister(failing)
+    again = await setup.call_back(body)
+
+    assert again.json()["result"] == "confirmed"
+    assert (await setup.state(contact)).sync_status is SyncStatus.COMPLETE
+    assert setup.host.synced == [contact]

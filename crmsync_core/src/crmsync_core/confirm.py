@@ -296,9 +296,14 @@ async def apply_early(
 
 
 async def _confirmed_hook(registry: Registry, crm: str, contact_id: ContactId, data: Any) -> None:
-    for result in registry.hook.contact_confirmed(crm=crm, contact_id=contact_id, data=data):
-        if inspect.isawaitable(result):
-            await result
+    results = registry.hook.contact_confirmed(crm=crm, contact_id=contact_id, data=data)
+    # Every implementation's awaitable is awaited, even when another fails; the first error is raised.
+    answers = await asyncio.gather(
+        *(r for r in results if inspect.isawaitable(r)), return_exceptions=True
+    )
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
 
 
 async def _lifecycle_hooks(
