@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .adapter import AdapterSpec
-    from .check import CheckContext, CheckResult
+    from .adapter import AdapterSpec, CheckContext, CheckResult
     from .contacts import Contact, ContactId
     from .report import RunReport
     from .settings import SyncSettings

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced
 from crmsync_core.errors import ConfigurationError, FatalError
 from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url, json_bytes
@@ -281,12 +280,6 @@ def _not_found_hint(url: httpx.URL) -> str:
     )
 
 
-async def _check(settings: N8nSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     name="n8n",
     settings_model=N8nSettings,
@@ -297,6 +290,6 @@ SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     partial_success=True,
     remote_id_column="n8n_workflow_id",
     sandbox="crmsync_n8n.fake:make_sandbox",
-    check=_check,
+    check="crmsync_n8n.account:check",
     description="posts contacts to an n8n Webhook node (ScraperSky's payload)",
 )
