@@ -28,14 +28,12 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, Unresolved, cut, json_bytes
 
 from .mapping import (
-    AttributeNames,
     BrevoContact,
     create_contact_body,
     import_body,
@@ -160,7 +158,7 @@ class BrevoAdapter(BatchAdapter[BrevoSettings]):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._names = AttributeNames.from_settings(settings)
+        self._names = settings.attribute_names
         self._clock = clock
         self._sleep = sleep
         self._reports: httpx.AsyncClient | None = None
@@ -447,12 +445,6 @@ def _about_phone(message: str, metadata: dict[str, Any], attribute: str) -> bool
     return bool(_MENTIONS_PHONE.search(message)) or attribute.lower() in message.lower()
 
 
-async def _check(settings: BrevoSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 #: The Brevo adapter's capability manifest. 2,000 contacts per batch: about 1.5 MB of import body
 #: (far under the 8 MB cap), and when a batch has to go one by one (no BREVO_LIST_ID) it takes
 #: 200 s at 10 requests/s, well inside the 10-minute claim timeout.
@@ -465,6 +457,6 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     rate_limits=rate_limits,
     partial_success=True,
     sandbox="crmsync_brevo.fake:make_sandbox",
-    check=_check,
+    check="crmsync_brevo.account:check",
     description="Brevo contacts: upserts, and bulk imports above BREVO_IMPORT_THRESHOLD",
 )

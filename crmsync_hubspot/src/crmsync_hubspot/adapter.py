@@ -29,7 +29,6 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
 from crmsync_core.errors import (
     ConfigurationError,
@@ -365,12 +364,6 @@ def _missing_properties(body: Any, message: str) -> list[str]:
     return list(dict.fromkeys(names)) or ["(unnamed)"]
 
 
-async def _check(settings: HubspotSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     name="hubspot",
     settings_model=HubspotSettings,
@@ -380,6 +373,6 @@ SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     rate_limits=rate_limits,
     partial_success=True,
     sandbox="crmsync_hubspot.fake:make_sandbox",
-    check=_check,
+    check="crmsync_hubspot.account:check",
     description="HubSpot contacts: batch upsert by e-mail, 100 per request",
 )

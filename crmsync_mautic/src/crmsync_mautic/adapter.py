@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimits, WindowKind
@@ -467,12 +466,6 @@ def rate_limits(settings: MauticSettings) -> RateLimits:
     return RateLimits((bucket,), LIMIT_HEADERS)
 
 
-async def _check(settings: MauticSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     name="mautic",
     settings_model=MauticSettings,
@@ -482,6 +475,6 @@ SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     rate_limits=rate_limits,
     partial_success=True,
     sandbox="crmsync_mautic.fake:make_sandbox",
-    check=_check,
+    check="crmsync_mautic.account:check",
     description="Mautic (self-hosted): batch upsert by e-mail, HTTP Basic or OAuth 2 auth",
 )
