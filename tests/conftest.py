@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -48,6 +49,9 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url.render_as_string(hide_password=False)
     finally:
+        # A connection the test left checked out is found here, in the test that leaked it, rather
+        # than whenever the garbage collector next runs, in whichever test runs then.
+        gc.collect()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
