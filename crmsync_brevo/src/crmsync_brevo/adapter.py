@@ -37,6 +37,7 @@ from crmsync_core.contacts import (
     PermanentFailure,
     Synced,
     TransientFailure,
+    invalid_email_reason,
     split_sendable,
 )
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
@@ -528,6 +529,15 @@ async def _check(settings: BrevoSettings, context: CheckContext) -> list[CheckRe
     return await check(settings, context)
 
 
+def payload(contact: Contact, settings: BrevoSettings) -> dict[str, Any] | None:
+    """What Brevo receives for ``contact``: the body of its upsert (e-mail, mapped attributes, list), for
+    crmsync's change detection; ``None`` for a contact that is not sent (no valid e-mail address)."""
+    if invalid_email_reason(contact.email) is not None:
+        return None
+    mapped = map_contact(contact, AttributeNames.from_settings(settings))
+    return create_contact_body(mapped, settings.list_id)
+
+
 #: The Brevo adapter's capability manifest. 2,000 contacts per batch: about 1.5 MB of import body
 #: (far under the 8 MB cap), and when a batch has to go one by one (no BREVO_LIST_ID) it takes
 #: 200 s at 10 requests/s, well inside the 10-minute claim timeout.
@@ -541,5 +551,6 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     partial_success=True,
     sandbox=make_sandbox,
     check=_check,
+    payload=payload,
     description="Brevo contacts: upserts, and bulk imports above BREVO_IMPORT_THRESHOLD",
 )

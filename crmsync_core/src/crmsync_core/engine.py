@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -53,6 +53,9 @@ from .settings import SyncSettings
 from .status import Event
 from .store import Claim, Resolution, Store
 
+if TYPE_CHECKING:
+    from .changes import ChangeScan, DryRun, TestOne
+
 logger = logging.getLogger("crmsync.engine")
 
 #: longest error text kept in the processing-error column
@@ -74,6 +77,8 @@ class RunReport:
     duration_seconds: float = 0.0
     claimed: int = 0
     synced: int = 0
+    #: completed without a request: re-selected, and unchanged since their last delivery
+    unchanged: int = 0
     skipped: int = 0
     #: transient failures queued again for a later attempt
     retrying: int = 0
@@ -102,7 +107,7 @@ class RunReport:
 
     @property
     def processed(self) -> int:
-        return self.synced + self.skipped + self.retrying + self.failed
+        return self.synced + self.unchanged + self.skipped + self.retrying + self.failed
 
     def _sample(self, kind: str, reason: str) -> None:
         self.errors_by_kind[kind] += 1
@@ -117,6 +122,7 @@ class RunReport:
             "duration_seconds": round(self.duration_seconds, 3),
             "claimed": self.claimed,
             "synced": self.synced,
+            "unchanged": self.unchanged,
             "skipped": self.skipped,
             "retrying": self.retrying,
             "failed": self.failed,
@@ -151,6 +157,12 @@ class _Run:
     database_retry_seconds: float
     fatal: FatalError | None = None
     store_error: StoreError | None = None
+    #: only these contacts are claimed (``Engine.test_one``)
+    only: list[Any] | None = None
+    #: change detection: the payload fingerprint of each claimed contact, and the claimed contacts
+    #: completed without a request, with their last delivery time (see :mod:`crmsync_core.changes`)
+    fingerprints: dict[Any, str] = field(default_factory=dict)
+    unchanged: dict[Any, datetime] = field(default_factory=dict)
 
 
 class Engine:
@@ -202,6 +214,43 @@ class Engine:
                 ) from None
         return self._settings[crm]
 
+    def now(self) -> datetime:
+        """The engine's clock: the current aware UTC time."""
+        return self._clock()
+
+    def transport_for(self, crm: str) -> Any:
+        """The ``httpx`` transport ``crm``'s requests go through: the one given, else the network."""
+        transport = self._transports.get(crm)
+        if transport is None:
+            import httpx
+
+            transport = httpx.AsyncHTTPTransport()
+        return transport
+
+    async def queue_changed(self, crm: str) -> ChangeScan:
+        """Re-queue, as the system, every ``Complete`` contact of ``crm`` whose payload (what the CRM
+        receives) differs from the one last delivered. Candidates are found in the database (contacts
+        updated after their last delivery or check, where the table has ``updated_at``; else every
+        ``Complete`` one) and compared in chunks. Raises :class:`ConfigurationError` when the adapter
+        does not declare its payload."""
+        from .changes import queue_changed
+
+        return await queue_changed(self, crm)
+
+    async def dry_run(self, crm: str, *, limit: int | None = None) -> DryRun:
+        """The requests a sync of ``crm`` would send now for its due contacts (redacted), and the due
+        contacts it would complete unchanged. Sends nothing and changes nothing."""
+        from .changes import dry_run
+
+        return await dry_run(self, crm, limit=limit)
+
+    async def test_one(self, crm: str, contact_id: Any) -> TestOne:
+        """Send one contact to ``crm`` now, whatever its state (queued by the user, forced), and record
+        the outcome as a sync does; returns the exchanges (redacted) and the contact's new state."""
+        from .changes import test_one
+
+        return await test_one(self, crm, contact_id)
+
     def _limiter(self, crm: str, spec: AdapterSpec[Any], settings: SyncSettings) -> RateLimiter:
         """The CRM's budget: shared by every worker through the database where it can be, else per process."""
         limits = spec.limits_for(settings)
@@ -219,8 +268,13 @@ class Engine:
         limit: int | None = None,
         stop: asyncio.Event | None = None,
         progress: Callable[[RunReport], None] | None = None,
+        only: Sequence[Any] | None = None,
+        transport: Any = None,
     ) -> RunReport:
         """Sync what is due for ``crm`` now (at most ``limit`` contacts) and report what happened.
+
+        ``only`` claims only these contacts (queued ones, due or not); ``transport`` replaces the CRM's
+        ``httpx`` transport for this run (:meth:`test_one` uses both).
 
         Raises :class:`~crmsync_core.errors.AdapterNotInstalledError` for an unknown CRM and
         :class:`~crmsync_core.errors.ConfigurationError` when the table has no columns for it. A
@@ -267,7 +321,7 @@ class Engine:
             context = AdapterContext(
                 rate_limiter=limiter,
                 request_retry=self._request_retry,
-                transport=self._transports.get(crm),
+                transport=transport if transport is not None else self._transports.get(crm),
                 logger=logging.getLogger(f"crmsync.{crm}"),
                 request_deadline=settings.sync_request_deadline_seconds,
                 circuit=circuit,
@@ -303,6 +357,7 @@ class Engine:
                 if settings.sync_database_retry_seconds is not None
                 else claim_timeout / 2
             ),
+            only=list(only) if only is not None else None,
         )
         try:
             try:
@@ -464,7 +519,9 @@ class Engine:
             claim = await self._with_database(
                 run,
                 "claim contacts",
-                lambda size=size: self.store.claim(run.crm, size, now=self._clock()),  # type: ignore[misc]
+                lambda size=size: self.store.claim(  # type: ignore[misc]
+                    run.crm, size, now=self._clock(), ids=run.only
+                ),
             )
             if claim is None:
                 return
@@ -478,13 +535,22 @@ class Engine:
                 run.progress(run.report)
 
     async def _process(self, run: _Run, claim: Claim) -> None:
+        unchanged = await self._unchanged(run, claim)
+        done = {outcome.contact_id for outcome in unchanged}
+        to_send = [c for c in claim.contacts if c.id not in done]
         reported = ReportedOutcomes(claim.contacts)
+        reported.add(unchanged)
         held, pushed = [claim], asyncio.Event()
         heartbeat = asyncio.create_task(self._keep_claimed(run, held, pushed, reported))
         try:
-            outcomes = await collect_outcomes(
-                run.adapter, claim.contacts, crm=run.crm, reported=reported
-            )
+            outcomes = [
+                *unchanged,
+                *(
+                    await collect_outcomes(run.adapter, to_send, crm=run.crm, reported=reported)
+                    if to_send
+                    else []
+                ),
+            ]
         except FatalError as exc:
             # What the CRM answered before stands; only the contacts it did not answer go back.
             run.fatal = run.fatal or exc
@@ -517,6 +583,33 @@ class Engine:
         reported.closed = True
         await self._settle(run, held, pushed, heartbeat, outcomes)
 
+    async def _unchanged(self, run: _Run, claim: Claim) -> list[Synced]:
+        """Change detection: fingerprint each claimed contact's payload, and complete without a request
+        those a user re-selected whose payload is the one last delivered."""
+        if run.spec.payload is None:
+            return []
+        from .changes import payload_fingerprint
+
+        for contact in claim.contacts:
+            value = payload_fingerprint(run.spec, run.settings, contact)
+            if value is not None:
+                run.fingerprints[contact.id] = value
+        wanted = [c.id for c in claim.contacts if c.id in run.fingerprints]
+        if not wanted:
+            return []
+        try:
+            stored = await self.store.fingerprints(run.crm, wanted)
+        except StoreError as exc:
+            # Not knowing what was delivered only costs requests: send them.
+            logger.warning("%s: could not read fingerprints, sending: %s", run.crm, exc)
+            return []
+        done = []
+        for contact_id, known in stored.items():
+            if known.reselected and known.fingerprint == run.fingerprints.get(contact_id):
+                run.unchanged[contact_id] = known.delivered_at
+                done.append(Synced(contact_id))
+        return done
+
     async def _settle(
         self,
         run: _Run,
@@ -537,6 +630,9 @@ class Engine:
             result = await self._with_database(
                 run, "record results", lambda: self.store.record(claim, resolutions, now=now)
             )
+            for contact_id in contacts:
+                run.fingerprints.pop(contact_id, None)
+                run.unchanged.pop(contact_id, None)
             if result is not None:
                 run.report.stale += result.stale
                 written = [r for r in resolutions if r.contact_id in result.written_ids]
@@ -614,11 +710,23 @@ class Engine:
 
     def _resolve(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
         if isinstance(outcome, Synced):
+            since = run.unchanged.get(contact.id)
+            if since is not None:
+                from .changes import unchanged_reason
+
+                return Resolution(
+                    contact.id,
+                    Event.SUCCEED,
+                    error=unchanged_reason(since),
+                    fingerprint=run.fingerprints.get(contact.id),
+                    unchanged=True,
+                )
             return Resolution(
                 contact.id,
                 Event.SUCCEED,
                 remote_id=outcome.remote_id,
                 fallback_id=outcome.fallback_id,
+                fingerprint=run.fingerprints.get(contact.id),
             )
         if isinstance(outcome, Skipped):
             return Resolution(contact.id, Event.SKIP_BY_ADAPTER, error=_clip(outcome.reason))
@@ -643,7 +751,9 @@ class Engine:
     @staticmethod
     def _count(report: RunReport, resolution: Resolution, outcome: Outcome) -> None:
         """Count one written result in the report (what was not written is not counted)."""
-        if isinstance(outcome, Synced):
+        if isinstance(outcome, Synced) and resolution.unchanged:
+            report.unchanged += 1
+        elif isinstance(outcome, Synced):
             report.synced += 1
         elif isinstance(outcome, Skipped):
             report.skipped += 1
@@ -668,7 +778,7 @@ class Engine:
             return
         email = run.settings.sync_failure_notification_email
         for r in resolutions:
-            if r.event is Event.SUCCEED and wants_synced:
+            if r.event is Event.SUCCEED and wants_synced and not r.unchanged:
                 self._notify(
                     "contact_synced",
                     crm=run.crm,

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .contacts import Contact, ContactId
@@ -77,6 +78,19 @@ class StatusSummary:
     paused_since: datetime | None = None
     #: when the paused CRM is probed next
     probe_at: datetime | None = None
+    #: Complete contacts changed (``updated_at``) since their last delivery or check: what
+    #: ``Engine.queue_changed`` compares next (``None``: no ``updated_at`` or no fingerprint table)
+    out_of_date: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFingerprint:
+    """What crmsync remembers of a contact's last delivery to one CRM."""
+
+    fingerprint: str
+    delivered_at: datetime
+    #: the contact's current queueing is a user's re-selection of it while it was ``Complete``
+    reselected: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +136,10 @@ class Resolution:
     next_attempt_at: datetime | None = None
     #: recorded as the remote id only when the CRM gave none and none is recorded yet
     fallback_id: str | None = None
+    #: change detection: the fingerprint of the payload delivered (success only)
+    fingerprint: str | None = None
+    #: completed without a request: the payload is the one delivered before
+    unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +241,9 @@ def default_table(layout: Layout, metadata: sa.MetaData | None = None) -> sa.Tab
     table = sa.Table(layout.table, metadata, *columns, schema=layout.schema)
     for names in layout.crms.values():
         _crm_indexes(table, names)
+    # crmsync's own table, created with the contacts table (create_all, `crmsync schema --apply`).
+    if _qualified(FINGERPRINT_TABLE, layout.schema) not in metadata.tables:
+        fingerprint_table(metadata, schema=layout.schema)
     sa.Index(f"ix_{layout.table}_email", table.c.email)
     return table
 
@@ -274,6 +295,10 @@ def schema_sql(layout: Layout, dialect: str = "postgresql") -> str:
         str(sa.schema.CreateIndex(index).compile(dialect=target)).strip() + ";"
         for index in sorted(table.indexes, key=lambda i: str(i.name))
     ]
+    fingerprints = table.metadata.tables[_qualified(FINGERPRINT_TABLE, layout.schema)]
+    statements.append(
+        str(sa.schema.CreateTable(fingerprints).compile(dialect=target)).strip() + ";"
+    )
     return "\n\n".join(statements) + "\n"
 
 
@@ -290,6 +315,7 @@ async def schema_sql_for(database: str | AsyncEngine, layout: Layout) -> str:
             if not exists:
                 return schema_sql(layout, engine.dialect.name)
             statements = await conn.run_sync(missing_columns_sql, table)
+            statements += await conn.run_sync(_missing_fingerprint_table_sql, layout.schema)
     except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
         url = engine.url.render_as_string(hide_password=True)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
@@ -317,12 +343,46 @@ def scrapersky_migration_sql(table: str = "contacts") -> str:
             f"({names.processing_status}, {names.next_attempt_at}) "
             f"WHERE {names.processing_status} IS NOT NULL;"
         )
+    create = sa.schema.CreateTable(fingerprint_table(), if_not_exists=True)
+    lines.append(str(create.compile(dialect=dialect)).strip() + ";")
     lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
 
 
 RATE_LIMIT_TABLE = "crmsync_rate_slots"
 CIRCUIT_TABLE = "crmsync_circuits"
+FINGERPRINT_TABLE = "crmsync_fingerprints"
+#: how long a store believes that the fingerprint table is missing before it looks again
+_FINGERPRINT_TABLE_RECHECK_SECONDS = 60.0
+
+
+def fingerprint_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
+    """crmsync's own table of delivered payloads: per CRM and contact, the fingerprint of what was last
+    delivered and when (see :mod:`crmsync_core.changes`). The contacts table stays as it is."""
+    return sa.Table(
+        FINGERPRINT_TABLE,
+        metadata or sa.MetaData(),
+        sa.Column("crm", sa.String(64), primary_key=True),
+        # Text, whatever the contacts table's id type: the table fits every host.
+        sa.Column("contact_id", sa.String(255), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=False),
+        # the last time crmsync knew the CRM to hold this payload (a delivery, or a comparison)
+        sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reselected", sa.Boolean, nullable=False, server_default=sa.false()),
+        schema=schema,
+    )
+
+
+def _qualified(name: str, schema: str | None) -> str:
+    return f"{schema}.{name}" if schema else name
+
+
+def _missing_fingerprint_table_sql(sync_conn: sa.Connection, schema: str | None) -> list[str]:
+    if sa.inspect(sync_conn).has_table(FINGERPRINT_TABLE, schema=schema):
+        return []
+    create = sa.schema.CreateTable(fingerprint_table(schema=schema))
+    return [str(create.compile(dialect=sync_conn.dialect)).strip()]
 
 
 def circuit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
@@ -517,6 +577,8 @@ class Store:
         self._circuits: sa.Table | None = None
         #: paused CRMs where the database cannot share them (SQLite: one worker)
         self._local_circuits: dict[str, CircuitState] = {}
+        self._fingerprints: sa.Table | None = None
+        self._fingerprints_missing_since: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -638,6 +700,7 @@ class Store:
         by_system: bool = False,
         connection: AsyncConnection | None = None,
         now: datetime | None = None,
+        force: bool = False,
     ) -> QueueResult:
         """Queue contacts by id for ``crm``. Contacts with no e-mail address are skipped with that reason;
         contacts already queued or in flight are counted and left alone; unknown ids are counted. All or
@@ -645,7 +708,9 @@ class Store:
         accounted for, even while another transaction queues the same contacts: ``queued +
         already_queued + skipped + not_found`` is the number of distinct ids given.
 
-        ``by_system`` puts contacts straight into ``Queued`` rather than the user's ``Selected``.
+        ``by_system`` puts contacts straight into ``Queued`` rather than the user's ``Selected``. A user's
+        re-selection of a ``Complete`` contact whose payload has not changed since its delivery is
+        completed by the engine without a request, unless ``force`` is true.
         """
         # In id order: two operations on overlapping ids then lock them in the same order.
         wanted = sorted(self._parse_ids(ids))
@@ -655,7 +720,9 @@ class Store:
                 chunk = wanted[start : start + ID_CHUNK]
                 where = self._id_column.in_(chunk)
                 found = await self._lock_matching(conn, where)
-                part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
+                part = await self._queue_where(
+                    conn, crm, where, by_system=by_system, now=now, force=force
+                )
                 total = total + self._accounted(part, found, len(chunk))
         return total
 
@@ -667,13 +734,16 @@ class Store:
         by_system: bool = False,
         connection: AsyncConnection | None = None,
         now: datetime | None = None,
+        force: bool = False,
     ) -> QueueResult:
         """Queue every contact that matches ``contact_filter``, in set-based statements: the matching rows
-        are never loaded into Python."""
+        are never loaded into Python. ``by_system`` and ``force`` as in :meth:`queue`."""
         where = self._filter_clause(crm, contact_filter)
         async with self._transaction(connection) as conn:
             found = await self._lock_matching(conn, where)
-            part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
+            part = await self._queue_where(
+                conn, crm, where, by_system=by_system, now=now, force=force
+            )
         return self._accounted(part, found, found)
 
     async def unselect(
@@ -730,12 +800,16 @@ class Store:
         *,
         by_system: bool,
         now: datetime | None,
+        force: bool = False,
     ) -> QueueResult:
         c = self._crm(crm)
         now = now or _utcnow()
         email = self.table.c[self.layout.fields["email"]]
         no_email = sa.or_(email.is_(None), sa.func.trim(email) == "")
         selectable = c.sync.in_([s.value for s in SELECTABLE])
+        await self._mark_reselected(
+            conn, c, sa.and_(where, selectable, sa.not_(no_email)), user=not (by_system or force)
+        )
 
         skip_condition, skip_values = self._transition(c, Event.SKIP)
         skipped = await conn.execute(
@@ -788,6 +862,7 @@ class Store:
         for status, count in rows:
             counts[SyncStatus(_enum_value(status))] += int(count)
         oldest = _aware(due_row[1])
+        out_of_date = await self._out_of_date(c)
         paused = await self.circuit(crm)
         return StatusSummary(
             crm=crm,
@@ -798,6 +873,7 @@ class Store:
             oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else None,
             paused_since=paused.opened_at if paused else None,
             probe_at=paused.probe_at if paused else None,
+            out_of_date=out_of_date,
         )
 
     async def states(
@@ -832,17 +908,25 @@ class Store:
 
     # -- the engine's operations ---------------------------------------------------------------------
 
-    async def claim(self, crm: str, limit: int, *, now: datetime) -> Claim:
+    async def claim(
+        self, crm: str, limit: int, *, now: datetime, ids: Sequence[ContactId] | None = None
+    ) -> Claim:
         """Take up to ``limit`` due contacts for ``crm`` and mark them ``Processing``, in one statement.
 
         On PostgreSQL the due rows are selected ``FOR UPDATE SKIP LOCKED``, so concurrent workers never
-        claim the same contact.
+        claim the same contact. ``ids`` claims only those contacts, queued ones whether due or not (a
+        test send asked for now).
         """
         c = self._crm(crm)
         condition, values = self._transition(c, Event.CLAIM)
+        if ids is not None:
+            wanted = self._id_column.in_(self._parse_ids(ids))
+            due_now = sa.and_(c.processing == ProcessingStatus.QUEUED.value, wanted)
+        else:
+            due_now = self._due(c, now)
         due = (
             sa.select(self._id_column)
-            .where(self._due(c, now), condition)
+            .where(due_now, condition)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -898,6 +982,7 @@ class Store:
                         c, event, claim, group[start : start + RECORD_CHUNK], now
                     )
                     written.update(row[0] for row in await conn.execute(statement))
+            await self._record_fingerprints(conn, claim.crm, resolutions, written, now)
         return RecordResult(frozenset(written), len(resolutions) - len(written))
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
@@ -1061,6 +1146,265 @@ class Store:
                 pass
             self._circuits = table
         return self._circuits
+
+    # -- change detection (fingerprints of delivered payloads) ---------------------------------------
+
+    async def _fingerprint_table(
+        self, connection: AsyncConnection | None = None
+    ) -> sa.Table | None:
+        """crmsync's fingerprint table, or ``None`` where it was not created (a host table that has not
+        had `crmsync schema --scrapersky`): change detection is then off, and nothing fails."""
+        if self._fingerprints is not None:
+            return self._fingerprints
+        missing_since = self._fingerprints_missing_since
+        if (
+            missing_since is not None
+            and time.monotonic() - missing_since < _FINGERPRINT_TABLE_RECHECK_SECONDS
+        ):
+            return None
+        table = fingerprint_table(schema=self.layout.schema)
+
+        def exists(sync_conn: sa.Connection) -> bool:
+            return sa.inspect(sync_conn).has_table(FINGERPRINT_TABLE, schema=self.layout.schema)
+
+        if connection is not None:
+            found = await connection.run_sync(exists)
+        else:
+            async with self._transaction(None) as conn:
+                found = await conn.run_sync(exists)
+        if not found:
+            self._fingerprints_missing_since = time.monotonic()
+            return None
+        self._fingerprints = table
+        return table
+
+    def _id_text(self, value: Any) -> str:
+        """A contact id as the fingerprint table keeps it: the database's own text of the id column
+        (``CAST(id AS TEXT)``), so that the table joins the contacts table in SQL."""
+        if isinstance(value, uuid.UUID) and self.dialect != "postgresql":
+            return value.hex  # SQLAlchemy keeps a UUID as 32 hex digits where it has no uuid type
+        return str(value)
+
+    def _ids_as_text(self) -> sa.ColumnElement[Any]:
+        return sa.cast(self._id_column, sa.String(255))
+
+    async def fingerprints(
+        self, crm: str, ids: Iterable[ContactId | str]
+    ) -> dict[ContactId, StoredFingerprint]:
+        """What was last delivered to ``crm`` for each of ``ids`` (contacts never delivered, or
+        delivered before crmsync kept fingerprints, are absent)."""
+        table = await self._fingerprint_table()
+        if table is None:
+            return {}
+        by_text = {self._id_text(i): i for i in self._parse_ids(ids)}
+        keys = list(by_text)
+        found: dict[ContactId, StoredFingerprint] = {}
+        async with self._transaction(None) as conn:
+            for start in range(0, len(keys), ID_CHUNK):
+                statement = sa.select(
+                    table.c.contact_id,
+                    table.c.fingerprint,
+                    table.c.delivered_at,
+                    table.c.reselected,
+                ).where(table.c.crm == crm, table.c.contact_id.in_(keys[start : start + ID_CHUNK]))
+                for row in await conn.execute(statement):
+                    delivered = _aware(row[2])
+                    assert delivered is not None
+                    found[by_text[row[0]]] = StoredFingerprint(row[1], delivered, bool(row[3]))
+        return found
+
+    async def _mark_reselected(
+        self, conn: AsyncConnection, c: _Crm, queued: sa.ColumnElement[bool], *, user: bool
+    ) -> None:
+        """Before contacts are queued (``queued`` selects them): remember which are a user's re-selection
+        of a ``Complete`` contact, the only ones the engine may complete unchanged."""
+        table = await self._fingerprint_table(conn)
+        if table is None:
+            return
+        ids = sa.select(self._ids_as_text()).where(queued)
+        mine = sa.and_(table.c.crm == c.names.crm, table.c.contact_id.in_(ids))
+        await conn.execute(
+            sa.update(table).where(mine, table.c.reselected).values(reselected=False)
+        )
+        if user:
+            complete = sa.select(self._ids_as_text()).where(
+                queued, c.sync == SyncStatus.COMPLETE.value
+            )
+            await conn.execute(
+                sa.update(table)
+                .where(table.c.crm == c.names.crm, table.c.contact_id.in_(complete))
+                .values(reselected=True)
+            )
+
+    async def _record_fingerprints(
+        self,
+        conn: AsyncConnection,
+        crm: str,
+        resolutions: Sequence[Resolution],
+        written: set[ContactId],
+        now: datetime,
+    ) -> None:
+        """In :meth:`record`'s transaction: the fingerprint of each contact delivered, the check time of
+        each completed unchanged; other outcomes end the re-selection (a retry is always sent)."""
+        table = await self._fingerprint_table(conn)
+        if table is None:
+            return
+        delivered: list[dict[str, Any]] = []
+        unchanged: list[str] = []
+        forget: list[str] = []
+        others: list[str] = []
+        at = self._at(table.c.delivered_at, now)
+        for r in resolutions:
+            if r.contact_id not in written:
+                continue
+            key = self._id_text(r.contact_id)
+            if r.event is not Event.SUCCEED:
+                others.append(key)
+            elif r.unchanged:
+                unchanged.append(key)
+            elif r.fingerprint is not None:
+                delivered.append(
+                    {
+                        "crm": crm,
+                        "contact_id": key,
+                        "fingerprint": r.fingerprint,
+                        "delivered_at": at,
+                        "checked_at": at,
+                        "reselected": False,
+                    }
+                )
+            else:
+                # Delivered, but what was sent is not known: an older fingerprint would be wrong.
+                forget.append(key)
+        mine = table.c.crm == crm
+        for start in range(0, len(delivered), RECORD_CHUNK):
+            insert = (
+                postgresql.insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
+            )
+            statement = insert.on_conflict_do_update(
+                index_elements=[table.c.crm, table.c.contact_id],
+                set_={
+                    "fingerprint": insert.excluded.fingerprint,
+                    "delivered_at": insert.excluded.delivered_at,
+                    "checked_at": insert.excluded.checked_at,
+                    "reselected": False,
+                },
+            )
+            await conn.execute(statement, delivered[start : start + RECORD_CHUNK])
+        for keys, values in (
+            (unchanged, {"checked_at": at, "reselected": False}),
+            (others, {"reselected": False}),
+        ):
+            for start in range(0, len(keys), ID_CHUNK):
+                chunk = keys[start : start + ID_CHUNK]
+                await conn.execute(
+                    sa.update(table).where(mine, table.c.contact_id.in_(chunk)).values(values)
+                )
+        for start in range(0, len(forget), ID_CHUNK):
+            chunk = forget[start : start + ID_CHUNK]
+            await conn.execute(sa.delete(table).where(mine, table.c.contact_id.in_(chunk)))
+
+    def _changed_since_checked(self, table: sa.Table) -> sa.ColumnElement[bool]:
+        """Contacts updated after crmsync last knew the CRM to hold their payload."""
+        updated: Any = self.table.c[self.layout.updated_at] if self.layout.updated_at else None
+        if updated is None:
+            return sa.true()
+        if self.dialect == "postgresql" and not getattr(updated.type, "timezone", False):
+            # A naive updated_at holds UTC: say so, or it is read in the session's time zone.
+            updated = sa.func.timezone("UTC", updated)
+        return sa.and_(updated > table.c.checked_at)
+
+    def _delivered_join(self, c: _Crm, table: sa.Table) -> Any:
+        return self.table.join(
+            table,
+            sa.and_(table.c.crm == c.names.crm, table.c.contact_id == self._ids_as_text()),
+        )
+
+    async def _out_of_date(self, c: _Crm) -> int | None:
+        if not self.layout.updated_at:
+            return None
+        table = await self._fingerprint_table()
+        if table is None:
+            return None
+        statement = (
+            sa.select(sa.func.count())
+            .select_from(self._delivered_join(c, table))
+            .where(c.sync == SyncStatus.COMPLETE.value, self._changed_since_checked(table))
+        )
+        async with self._transaction(None) as conn:
+            return int((await conn.execute(statement)).scalar_one())
+
+    async def change_candidates(
+        self, crm: str, *, chunk: int = 5_000
+    ) -> AsyncIterator[list[tuple[Contact, str]]]:
+        """The ``Complete`` contacts of ``crm`` that may differ from what was last delivered, each with
+        the fingerprint delivered, in lists of up to ``chunk``: those updated since their last delivery
+        or check where the table has ``updated_at``, else every one with a fingerprint. One streamed
+        query; nothing is loaded whole."""
+        c = self._crm(crm)
+        table = await self._fingerprint_table()
+        if table is None:
+            raise ConfigurationError(
+                f"there is no {FINGERPRINT_TABLE} table, so crmsync does not know what it delivered; "
+                f"{_schema_hint(self.layout)}"
+            )
+        fields = [self.table.c[self.layout.fields[f]] for f in CONTACT_FIELDS]
+        statement = (
+            sa.select(self._id_column, *fields, self._attempts(c), table.c.fingerprint)
+            .select_from(self._delivered_join(c, table))
+            .where(c.sync == SyncStatus.COMPLETE.value, self._changed_since_checked(table))
+            .execution_options(yield_per=chunk)
+        )
+        try:
+            async with self.engine.connect() as conn:
+                result = await conn.stream(statement)
+                async for rows in result.partitions(chunk):
+                    yield [(_contact(row), str(row[-1])) for row in rows]
+        except (OSError, sa_exc.InterfaceError) as exc:
+            raise DatabaseUnavailableError(f"lost the database: {exc}") from exc
+        except sa_exc.OperationalError as exc:
+            raise StoreError(
+                f"database error: {str(exc.orig or exc).splitlines()[0][:300]}"
+            ) from exc
+
+    async def mark_checked(self, crm: str, ids: Iterable[ContactId], *, at: datetime) -> int:
+        """Record that the CRM holds the current payload of ``ids`` as of ``at`` (compared, unchanged),
+        so that the next change scan passes over them until they are updated again."""
+        table = await self._fingerprint_table()
+        if table is None:
+            return 0
+        keys = [self._id_text(i) for i in ids]
+        when = self._at(table.c.checked_at, at)
+        changed = 0
+        async with self._transaction(None) as conn:
+            for start in range(0, len(keys), ID_CHUNK):
+                statement = (
+                    sa.update(table)
+                    .where(
+                        table.c.crm == crm, table.c.contact_id.in_(keys[start : start + ID_CHUNK])
+                    )
+                    .values(checked_at=when)
+                )
+                changed += (await conn.execute(statement)).rowcount
+        return changed
+
+    async def due_contacts(
+        self, crm: str, *, now: datetime, limit: int | None = None
+    ) -> list[Contact]:
+        """The contacts a run would claim now, in claim order, without claiming them (a dry run)."""
+        c = self._crm(crm)
+        condition, _ = self._transition(c, Event.CLAIM)
+        fields = [self.table.c[self.layout.fields[f]] for f in CONTACT_FIELDS]
+        statement = sa.select(self._id_column, *fields, self._attempts(c)).where(
+            self._due(c, now), condition
+        )
+        if c.names.claim_is_token:
+            statement = statement.order_by(c.next_attempt_at, self._id_column)
+        if limit is not None:
+            statement = statement.limit(limit)
+        async with self._transaction(None) as conn:
+            rows = (await conn.execute(statement)).all()
+        return [_contact(row) for row in rows]
 
     # -- statement building --------------------------------------------------------------------------
 
@@ -1315,6 +1659,23 @@ class Store:
         moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
         timezone_aware = bool(getattr(column.type, "timezone", False)) and self.dialect != "sqlite"
         return moment if timezone_aware else moment.replace(tzinfo=None)
+
+
+def _contact(row: Any) -> Contact:
+    """A contact from a row of id, the contact fields (``CONTACT_FIELDS`` order) and attempts."""
+    return Contact(
+        id=row[0],
+        email=row[1],
+        name=row[2],
+        phone_number=row[3],
+        email_type=_enum_value(row[4]),
+        has_gmail=row[5],
+        source_url=row[6],
+        domain_id=row[7],
+        page_id=row[8],
+        context=row[9],
+        attempts=int(row[10] or 0),
+    )
 
 
 def _one_of(column: sa.Column[Any], values: Sequence[str]) -> sa.ColumnElement[bool]:
