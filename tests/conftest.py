@@ -108,3 +108,25 @@ def cli_environment(cli_database: str) -> CliEnvironment:
             yield origin, environment
 
     return serve
+
+
+#: the ``use_registry`` fixture's type
+UseRegistry = Callable[[Registry | None], None]
+
+
+@pytest.fixture
+def use_registry() -> Iterator[UseRegistry]:
+    """Replace the process-wide plugin registry for one test (``None``: load the installed plugins
+    afresh), through the public :func:`crmsync_core.plugins.set_default_registry`; restored after."""
+    from crmsync_core.plugins import set_default_registry
+
+    saved: list[Registry | None] = []
+
+    def use(registry: Registry | None) -> None:
+        previous = set_default_registry(registry)
+        if not saved:
+            saved.append(previous)
+
+    yield use
+    if saved:
+        set_default_registry(saved[0])

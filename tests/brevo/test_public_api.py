@@ -6,25 +6,6 @@ import crmsync_brevo
 from crmsync_core.plugins import Registry
 
 
-def test_public_names() -> None:
-    assert crmsync_brevo.__all__ == [
-        "SPEC",
-        "AttributeNames",
-        "BrevoAdapter",
-        "BrevoContact",
-        "BrevoSettings",
-        "FakeBrevo",
-        "ManualClock",
-        "make_sandbox",
-        "map_contact",
-        "normalize_phone",
-        "parse_email_report",
-        "rate_limits",
-    ]
-    for name in crmsync_brevo.__all__:
-        assert getattr(crmsync_brevo, name) is not None
-
-
 def test_the_entry_point_registers_brevo() -> None:
     registry = Registry(load_entry_points=True)
     spec = registry.get("brevo")

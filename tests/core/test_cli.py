@@ -22,20 +22,23 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
 
 from crmsync_core import Layout, Registry, Store, hookimpl
-from crmsync_core import plugins as plugins_module
 from crmsync_core.cli import _register_plugin_commands, cli, main
+
+from ..conftest import UseRegistry
 
 CRMS = ("brevo", "hubspot", "mautic", "n8n")
 STATUSES = ("new", "selected", "queued", "processing", "complete", "error", "skipped")
 
 
 @pytest.fixture(autouse=True)
-def _user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _user_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, use_registry: UseRegistry
+) -> None:
     """The installed adapters, no credentials, a wide terminal, and a scratch working folder."""
     for name in list(os.environ):
         if name.startswith(("BREVO_", "HUBSPOT_", "MAUTIC_", "N8N_", "CRMSYNC_")):
             monkeypatch.delenv(name)
-    monkeypatch.setattr(plugins_module, "_default", None)
+    use_registry(None)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.chdir(tmp_path)
 
@@ -273,7 +276,7 @@ def test_a_database_without_the_table_is_one_clear_line(url: str) -> None:
 
 
 def test_the_fix_for_a_newly_installed_adapter_can_be_followed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_registry: UseRegistry
 ) -> None:
     url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
     execute_sql(url, run("schema", "--dialect", "sqlite").stdout)
@@ -285,7 +288,7 @@ def test_the_fix_for_a_newly_installed_adapter_can_be_followed(
 
             register(sandbox_adapter_spec(name="acme"))
 
-    monkeypatch.setattr(plugins_module, "_default", Registry(plugins=[NewAdapterPackage()]))
+    use_registry(Registry(plugins=[NewAdapterPackage()]))
     assert_one_line_error(run("--database-url", url, "status"), 1, "`crmsync schema`")
     execute_sql(url, run("--database-url", url, "schema", "--dialect", "sqlite").stdout)
     assert run("--database-url", url, "status", "--crm", "acme").exit_code == 0
@@ -519,14 +522,14 @@ def test_hubspot_adds_its_command_through_the_hook(capsys: pytest.CaptureFixture
 
 
 def test_a_plugin_whose_commands_break_does_not_take_the_cli_down(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], use_registry: UseRegistry
 ) -> None:
     class Broken:
         @hookimpl
         def register_commands(self, cli: Any) -> None:
             raise RuntimeError("bad plugin")
 
-    monkeypatch.setattr(plugins_module, "_default", Registry(plugins=[Broken()]))
+    use_registry(Registry(plugins=[Broken()]))
     with pytest.raises(SystemExit) as exited:
         main(["schema", "--crm", "brevo"])
     assert exited.value.code == 0

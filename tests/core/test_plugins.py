@@ -40,12 +40,16 @@ from crmsync_core.cli import cli
 from crmsync_core.retry import NO_WAIT
 from crmsync_core.testing import SandboxCrm, SandboxSettings, sandbox_adapter_spec
 
+from ..conftest import UseRegistry
+
 INSTALLED = {
     "brevo": crmsync_brevo.SPEC,
     "hubspot": crmsync_hubspot.SPEC,
     "mautic": crmsync_mautic.SPEC,
     "n8n": crmsync_n8n.SPEC,
 }
+#: every adapter installed here: ours and any other a user installed (never assumed to be none)
+ALL_INSTALLED = Registry().adapters()
 BROKEN_DISTRIBUTION = "crmsync-broken-plugins"
 
 
@@ -141,7 +145,8 @@ def broken_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 def test_installed_adapters_are_found_with_their_distributions() -> None:
     registry = Registry()
-    assert registry.adapters() == INSTALLED
+    assert registry.adapters() == ALL_INSTALLED
+    assert INSTALLED.items() <= ALL_INSTALLED.items()
     for name in INSTALLED:
         distribution = f"crmsync-{name}"
         assert registry.distribution_of(name) == (
@@ -154,7 +159,7 @@ def test_installed_adapters_are_found_with_their_distributions() -> None:
 def test_entry_points_load_lazily_and_not_at_all_when_asked() -> None:
     registry = Registry()
     assert registry.pm.get_plugins() == set(), "nothing is imported until the registry is used"
-    assert set(registry.adapters()) == set(INSTALLED)
+    assert set(registry.adapters()) == set(ALL_INSTALLED)
     empty = Registry(load_entry_points=False)
     assert empty.adapters() == {}
     assert empty.plugins() == []
@@ -162,13 +167,13 @@ def test_entry_points_load_lazily_and_not_at_all_when_asked() -> None:
 
 def test_a_host_plugin_registered_later_adds_its_adapter() -> None:
     registry = Registry()
-    assert set(registry.adapters()) == set(INSTALLED)
+    assert set(registry.adapters()) == set(ALL_INSTALLED)
     extra = AdapterPlugin(sandbox_adapter_spec(name="inhouse"))
     registry.register(extra, name="inhouse")
-    assert set(registry.adapters()) == {*INSTALLED, "inhouse"}
+    assert set(registry.adapters()) == {*ALL_INSTALLED, "inhouse"}
     assert registry.distribution_of("inhouse") == (None, None)
     registry.unregister(extra)
-    assert set(registry.adapters()) == set(INSTALLED)
+    assert set(registry.adapters()) == set(ALL_INSTALLED)
 
 
 # -- (b) broken plugins -------------------------------------------------------------------------------
@@ -178,7 +183,7 @@ def test_broken_plugins_are_reported_and_the_others_still_work(broken_plugins: P
     registry = Registry()
     adapters = registry.adapters()
 
-    assert set(adapters) == {*INSTALLED, "tmpcrm"}
+    assert set(adapters) == {*ALL_INSTALLED, "tmpcrm"}
     for name, spec in INSTALLED.items():
         assert adapters[name] is spec, f"{name} must be the installed package's adapter"
     assert registry.distribution_of("brevo") == (
@@ -210,13 +215,13 @@ def test_failures_are_not_repeated_when_plugins_change(broken_plugins: Path) -> 
 
 
 def test_adapters_command_lists_failures_beside_the_working_adapters(
-    broken_plugins: Path, monkeypatch: pytest.MonkeyPatch
+    broken_plugins: Path, use_registry: UseRegistry
 ) -> None:
-    monkeypatch.setattr(plugins_module, "_default", None)
+    use_registry(None)
     result = CliRunner().invoke(cli, ["adapters"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert [a["name"] for a in report["adapters"]] == sorted([*INSTALLED, "tmpcrm"])
+    assert [a["name"] for a in report["adapters"]] == sorted([*ALL_INSTALLED, "tmpcrm"])
     assert {f["plugin"] for f in report["failures"]} == {
         "pipedrive",
         "raiser",
@@ -253,7 +258,7 @@ def test_a_plugin_that_exits_at_import_is_reported_not_fatal(
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         registry = Registry()
-        assert set(registry.adapters()) == set(INSTALLED)
+        assert set(registry.adapters()) == set(ALL_INSTALLED)
         assert [f.plugin for f in registry.failures()] == ["exits"]
     finally:
         _forget_modules(modules)
@@ -345,7 +350,7 @@ def test_plugins_report_distribution_version_and_hooks() -> None:
     registry = Registry(plugins=[])
     registry.register(HostPlugin(), name="host")
     infos = {info.name: info for info in registry.plugins()}
-    assert set(infos) == {*INSTALLED, "host"}
+    assert set(infos) == {*ALL_INSTALLED, "host"}
     for name in ("brevo", "mautic", "n8n"):
         assert infos[name].distribution == f"crmsync-{name}"
         assert infos[name].version == importlib.metadata.version(f"crmsync-{name}")

@@ -7,24 +7,6 @@ from crmsync_core.plugins import Registry
 from crmsync_hubspot import plugin
 
 
-def test_public_names() -> None:
-    assert crmsync_hubspot.__all__ == [
-        "SPEC",
-        "FakeHubspot",
-        "HubspotAdapter",
-        "HubspotSettings",
-        "PropertyStatus",
-        "create_properties",
-        "make_sandbox",
-    ]
-    # isort-style order (ruff RUF022): constants, classes, functions
-    assert crmsync_hubspot.__all__ == sorted(
-        crmsync_hubspot.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n)
-    )
-    for name in crmsync_hubspot.__all__:
-        assert getattr(crmsync_hubspot, name) is not None
-
-
 def test_the_plugin_registers_the_adapter_and_only_hooks() -> None:
     registry = Registry(load_entry_points=False, plugins=[plugin])
     assert registry.get("hubspot") is crmsync_hubspot.SPEC

@@ -8,25 +8,6 @@ import crmsync_mautic
 import crmsync_mautic.plugin
 from crmsync_core.plugins import Registry
 
-PUBLIC = [
-    "SPEC",
-    "FakeMautic",
-    "MauticAdapter",
-    "MauticSettings",
-    "TokenCache",
-    "api_root",
-    "contact_payload",
-    "make_sandbox",
-]
-
-
-def test_all_is_the_deliberate_public_surface() -> None:
-    assert crmsync_mautic.__all__ == PUBLIC
-    # isort-style order, as ruff keeps it: constants, classes, functions
-    assert sorted(PUBLIC, key=lambda n: (not n.isupper(), not n[0].isupper(), n)) == PUBLIC
-    for name in PUBLIC:
-        assert getattr(crmsync_mautic, name) is not None
-
 
 def test_plugin_module_holds_only_hook_implementations() -> None:
     hooks = [

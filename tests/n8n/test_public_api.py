@@ -9,25 +9,6 @@ from crmsync_core.plugins import Registry
 from crmsync_n8n import SPEC, N8nSettings, plugin
 
 
-def test_public_names_are_deliberate() -> None:
-    assert len(crmsync_n8n.__all__) == len(set(crmsync_n8n.__all__))  # ruff (RUF022) sorts it
-    assert set(crmsync_n8n.__all__) == {
-        "EXTRA_FIELDS",
-        "IDEMPOTENCY_HEADER",
-        "SCRAPERSKY_FIELDS",
-        "SPEC",
-        "FakeN8n",
-        "N8nAdapter",
-        "N8nSettings",
-        "Received",
-        "contact_payload",
-        "idempotency_key",
-        "make_sandbox",
-    }
-    for name in crmsync_n8n.__all__:
-        assert hasattr(crmsync_n8n, name), name
-
-
 def test_the_plugin_registers_the_spec() -> None:
     registry = Registry(load_entry_points=False, plugins=[plugin])
 

@@ -14,7 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from crmsync_core import Engine, Store, hookimpl
-from crmsync_core.engine import RunReport
+from crmsync_core.report import RunReport
 from crmsync_core.scheduler import job_id, schedule_sync_jobs
 from crmsync_core.testing import SandboxCrm
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .adapter import Adapter, AdapterContext, AdapterSpec, Sandbox, SandboxOptions
     from .check import CheckResult, run_checks
     from .contacts import Contact, Outcome, PermanentFailure, Skipped, Synced, TransientFailure
-    from .engine import Engine, RunReport
+    from .engine import Engine
     from .errors import (
         AdapterError,
         AdapterNotInstalledError,
@@ -39,11 +39,13 @@ if TYPE_CHECKING:
     from .hookspecs import hookimpl
     from .layout import CrmColumns, Layout
     from .plugins import Registry, register_plugin
+    from .queue import ContactState, QueueResult, StatusSummary
     from .ratelimit import RateLimit
+    from .report import RunReport
     from .retry import RequestRetry, RetryPolicy
     from .settings import SyncSettings
     from .status import ProcessingStatus, SyncStatus
-    from .store import ContactState, QueueResult, StatusSummary, Store
+    from .store import Store
     from .worker import Worker
 
 __all__ = [
@@ -110,7 +112,7 @@ _LAZY: dict[str, str] = {
     "ConfigurationError": "errors",
     "Contact": "contacts",
     "ContactFilter": "filters",
-    "ContactState": "store",
+    "ContactState": "queue",
     "CrmColumns": "layout",
     "CrmsyncError": "errors",
     "DatabaseUnavailableError": "errors",
@@ -125,17 +127,17 @@ _LAZY: dict[str, str] = {
     "PermanentError": "errors",
     "PermanentFailure": "contacts",
     "ProcessingStatus": "status",
-    "QueueResult": "store",
+    "QueueResult": "queue",
     "RateLimit": "ratelimit",
     "RateLimitExhaustedError": "errors",
     "Registry": "plugins",
     "RequestRetry": "retry",
     "RetryPolicy": "retry",
-    "RunReport": "engine",
+    "RunReport": "report",
     "Sandbox": "adapter",
     "SandboxOptions": "adapter",
     "Skipped": "contacts",
-    "StatusSummary": "store",
+    "StatusSummary": "queue",
     "Store": "store",
     "StoreError": "errors",
     "SyncSettings": "settings",

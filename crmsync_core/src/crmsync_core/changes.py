@@ -38,9 +38,11 @@ from .contacts import Contact, ContactId
 
 if TYPE_CHECKING:
     from .adapter import AdapterSpec
-    from .engine import Engine, RunReport
+    from .engine import Engine
+    from .queue import ContactState
+    from .report import RunReport
     from .settings import SyncSettings
-    from .store import ContactState
+    from .store import Store
 
 logger = logging.getLogger("crmsync.changes")
 
@@ -122,7 +124,7 @@ async def queue_changed(engine: Engine, crm: str, *, chunk: int = SCAN_CHUNK) ->
             "tell which contacts changed"
         )
     settings = engine.settings_for(crm)
-    store = engine.store
+    store = _store(engine)
     started = time.perf_counter()
     # Changes made while the scan reads are newer than this, so they are found by the next scan.
     checked_at = engine.now()
@@ -150,6 +152,18 @@ async def queue_changed(engine: Engine, crm: str, *, chunk: int = SCAN_CHUNK) ->
 
 
 # -- recording requests -------------------------------------------------------------------------------
+
+
+def _store(engine: Engine) -> Store:
+    """The engine's queue as the SQL store these operations read (any other queue lacks them)."""
+    from .errors import ConfigurationError
+    from .store import Store
+
+    if not isinstance(engine.store, Store):
+        raise ConfigurationError(
+            "change scans, dry runs and test sends need the engine's queue to be a crmsync Store"
+        )
+    return engine.store
 
 
 def secrets_of(settings: SyncSettings) -> list[str]:
@@ -323,7 +337,7 @@ async def dry_run(engine: Engine, crm: str, *, limit: int | None = None) -> DryR
     spec = engine.registry.get(crm)
     engine.store.layout.columns_for(crm)
     report = DryRun(crm)
-    contacts = await engine.store.due_contacts(crm, limit=limit, now=engine.now())
+    contacts = await _store(engine).due_contacts(crm, limit=limit, now=engine.now())
     report.due = len(contacts)
     try:
         settings = engine.settings_for(crm)
@@ -412,7 +426,7 @@ async def test_one(engine: Engine, crm: str, contact_id: ContactId | str) -> Tes
     :meth:`Engine.test_one`."""
     from .errors import InvalidRequestError
 
-    store = engine.store
+    store = _store(engine)
     engine.registry.get(crm)
     store.layout.columns_for(crm)
     states = await store.states(crm, [contact_id])
@@ -433,7 +447,9 @@ async def test_one(engine: Engine, crm: str, contact_id: ContactId | str) -> Tes
             f"contact {key} cannot be sent to {crm}: {states[key].error or 'skipped'}"
         )
     settings = engine.settings_for(crm)
-    recorder = RecordingTransport(secrets_of(settings), engine.transport_for(crm))
+    # The network unless the engine routes this CRM elsewhere (a sandbox, a test's fake).
+    inner = engine.transport_for(crm) or httpx.AsyncHTTPTransport()
+    recorder = RecordingTransport(secrets_of(settings), inner)
     report = await engine.run_once(crm, only=[key], transport=recorder)
     after = (await store.states(crm, [key])).get(key)
     return TestOne(crm, key, recorder.exchanges, report, after)

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .adapter import AdapterSpec, SandboxOptions
-from .engine import Engine, RunReport
+from .engine import Engine
 from .hookspecs import hookimpl
 from .layout import Layout
 from .plugins import Registry, default_registry
+from .queue import StatusSummary
 from .ratelimit import RateLimit
+from .report import RunReport
 from .retry import RequestRetry
 from .settings import SyncSettings
 from .status import SyncStatus
-from .store import StatusSummary, Store
+from .store import Store
 from .testing import contact_rows, sandbox_adapter_spec
 
 DEMO_PROXY_LIMIT = RateLimit(500, 1.0)

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,11 +46,12 @@ from .errors import (
     StoreError,
 )
 from .plugins import Registry, default_registry
+from .queue import Claim, Queue, Resolution
 from .ratelimit import Limiter, RateLimiter
+from .report import RunReport
 from .retry import RequestRetry, RetryPolicy
 from .settings import SyncSettings
 from .status import Event
-from .store import Claim, Resolution, Store
 
 if TYPE_CHECKING:
     from .changes import ChangeScan, DryRun, TestOne
@@ -60,83 +60,11 @@ logger = logging.getLogger("crmsync.engine")
 
 #: longest error text kept in the processing-error column
 MAX_ERROR_LENGTH = 1_000
-_SAMPLE_ERRORS = 5
 #: what the claim heartbeat assumes of an adapter that set no request deadline (3 x httpx's 30 s)
 DEFAULT_REQUEST_DEADLINE = 90.0
 T = TypeVar("T")
 #: how long a cancelled batch may take to record its answers and hand back the rest
 SETTLE_ON_CANCEL_SECONDS = 10.0
-
-
-@dataclass
-class RunReport:
-    """What one run of one CRM did."""
-
-    crm: str
-    started_at: datetime
-    duration_seconds: float = 0.0
-    claimed: int = 0
-    synced: int = 0
-    #: completed without a request: re-selected, and unchanged since their last delivery
-    unchanged: int = 0
-    skipped: int = 0
-    #: transient failures queued again for a later attempt
-    retrying: int = 0
-    #: now ``Error``: permanent failures and transient ones out of attempts
-    failed: int = 0
-    #: handed back to the queue untouched (fatal error or stop request)
-    released: int = 0
-    #: claims of dead workers taken back at the start of the run
-    recovered: int = 0
-    #: results not written because this worker's claim had expired and been taken back
-    stale: int = 0
-    #: the fatal error that stopped the run, with what to fix
-    stopped: str | None = None
-    #: seconds until the CRM's budget resets, when the run stopped on an exhausted rate limit
-    resume_after: float | None = None
-    #: time requests waited for the rate limit
-    rate_limited_seconds: float = 0.0
-    #: when the circuit breaker paused the CRM (``None``: not paused)
-    paused_since: datetime | None = None
-    #: database errors met (retried, or left to the claim timeout; never a contact's attempt)
-    database_errors: int = 0
-    #: errors by kind: transient, permanent, skipped, fatal
-    errors_by_kind: Counter[str] = field(default_factory=Counter)
-    #: a few distinct error reasons, by kind
-    sample_errors: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def processed(self) -> int:
-        return self.synced + self.unchanged + self.skipped + self.retrying + self.failed
-
-    def _sample(self, kind: str, reason: str) -> None:
-        self.errors_by_kind[kind] += 1
-        samples = self.sample_errors.setdefault(kind, [])
-        if len(samples) < _SAMPLE_ERRORS and reason not in samples:
-            samples.append(reason)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "crm": self.crm,
-            "started_at": self.started_at.isoformat(),
-            "duration_seconds": round(self.duration_seconds, 3),
-            "claimed": self.claimed,
-            "synced": self.synced,
-            "unchanged": self.unchanged,
-            "skipped": self.skipped,
-            "retrying": self.retrying,
-            "failed": self.failed,
-            "released": self.released,
-            "recovered": self.recovered,
-            "stale": self.stale,
-            "stopped": self.stopped,
-            "resume_after": self.resume_after,
-            "paused_since": self.paused_since.isoformat() if self.paused_since else None,
-            "database_errors": self.database_errors,
-            "rate_limited_seconds": round(self.rate_limited_seconds, 3),
-            "errors_by_kind": dict(self.errors_by_kind),
-            "sample_errors": self.sample_errors,
-        }
 
 
 @dataclass
@@ -166,7 +94,7 @@ class _Run:
 
 
 class Engine:
-    """Syncs queued contacts of a :class:`Store` into CRMs.
+    """Syncs queued contacts of a :class:`~crmsync_core.queue.Queue` (a :class:`~crmsync_core.store.Store`) into CRMs.
 
     ``registry`` finds adapters (default: the installed ones). ``settings`` gives settings per CRM in
     code (default: each adapter's settings model read from the environment). ``transports`` routes a
@@ -176,7 +104,7 @@ class Engine:
 
     def __init__(
         self,
-        store: Store,
+        store: Queue,
         *,
         registry: Registry | None = None,
         settings: Mapping[str, SyncSettings] | None = None,
@@ -219,13 +147,8 @@ class Engine:
         return self._clock()
 
     def transport_for(self, crm: str) -> Any:
-        """The ``httpx`` transport ``crm``'s requests go through: the one given, else the network."""
-        transport = self._transports.get(crm)
-        if transport is None:
-            import httpx
-
-            transport = httpx.AsyncHTTPTransport()
-        return transport
+        """The ``httpx`` transport given for ``crm`` (``None``: the network)."""
+        return self._transports.get(crm)
 
     async def queue_changed(self, crm: str) -> ChangeScan:
         """Re-queue, as the system, every ``Complete`` contact of ``crm`` whose payload (what the CRM

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .adapter import AdapterSpec
     from .check import CheckContext, CheckResult
     from .contacts import Contact
-    from .engine import RunReport
+    from .report import RunReport
     from .settings import SyncSettings
 
 hookspec = pluggy.HookspecMarker("crmsync")

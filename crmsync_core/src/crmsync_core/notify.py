@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .contacts import Contact
-    from .engine import RunReport
+    from .report import RunReport
     from .settings import SyncSettings
 
 logger = logging.getLogger("crmsync.notify")

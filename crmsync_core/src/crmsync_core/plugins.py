@@ -292,6 +292,16 @@ def default_registry() -> Registry:
     return _default
 
 
+def set_default_registry(registry: Registry | None) -> Registry | None:
+    """Replace the process-wide registry (``None``: load the installed plugins again on next use).
+
+    Returns the one it replaced, so that a test or an embedding host can put it back.
+    """
+    global _default
+    previous, _default = _default, registry
+    return previous
+
+
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Add a host plugin (e.g. a ``contact_failed`` implementation that sends e-mail) to the default
     registry."""

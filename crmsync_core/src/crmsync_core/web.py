@@ -35,20 +35,23 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.exceptions import HTTPException, RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError
 from .filters import ContactFilter
 from .layout import Layout
 from .plugins import Registry, default_registry
+from .queue import QueueResult
 from .status import SyncStatus
-from .store import QueueResult, Store
+from .store import Store
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 #: the most contact ids one request may carry; ``sync/filtered`` queues any number
 MAX_CONTACT_IDS = 10_000
@@ -209,7 +212,7 @@ class CheckResponse(BaseModel):
 
 
 def sync_router(
-    database: AsyncEngine | Store,
+    database: "AsyncEngine | Store",
     *,
     layout: Layout | None = None,
     session: Callable[..., Any] | None = None,
@@ -270,7 +273,7 @@ def sync_router(
         handle: Handle,
     ) -> QueueResponse:
         store = await opener.store()
-        async with _unit_of_work(store, handle) as conn, _as_422(("body",)):
+        async with _transaction(store, handle) as conn, _as_422(("body",)):
             result = await store.queue(crm, body.contact_ids, connection=conn)
         return _queue_response(crm, result)
 
@@ -287,7 +290,7 @@ def sync_router(
         handle: Handle,
     ) -> QueueResponse:
         store = await opener.store()
-        async with _unit_of_work(store, handle) as conn, _as_422(("body",)):
+        async with _transaction(store, handle) as conn, _as_422(("body",)):
             result = await store.queue_where(crm, body, connection=conn)
         return _queue_response(crm, result)
 
@@ -361,7 +364,7 @@ def sync_router(
         wanted = len(set(body.contact_ids))
         results: dict[str, CrmSelection] = {}
         store = await opener.store()
-        async with _unit_of_work(store, handle) as conn, _as_422(("body",)):
+        async with _transaction(store, handle) as conn, _as_422(("body",)):
             for crm in chosen:
                 if body.action == "select":
                     queued = await store.queue(crm, body.contact_ids, connection=conn)
@@ -407,9 +410,9 @@ def _crm_names(layout: Layout, crms: Iterable[str] | None, registry: Registry | 
 class _StoreOpener:
     """Opens the store on the host's engine once, at the first request."""
 
-    def __init__(self, database: AsyncEngine | Store, layout: Layout) -> None:
+    def __init__(self, database: "AsyncEngine | Store", layout: Layout) -> None:
         self._store = database if isinstance(database, Store) else None
-        self._engine = database if isinstance(database, AsyncEngine) else None
+        self._engine = None if isinstance(database, Store) else database
         self._layout = layout
         self._lock = asyncio.Lock()
 
@@ -428,33 +431,11 @@ async def _no_session() -> None:
 
 
 @asynccontextmanager
-async def _unit_of_work(store: Store, handle: Any) -> AsyncIterator[AsyncConnection]:
-    """A transaction for one request: on the host's session or connection (committed at the end, rolled
-    back on error), else on the store's engine."""
+async def _transaction(store: Store, handle: Any) -> AsyncIterator[Any]:
+    """The request's unit of work (the host's session when it gave one); a lost database is a 503."""
     with _unavailable_as_503():
-        if handle is None:
-            async with store.engine.begin() as conn:
-                yield conn
-        elif isinstance(handle, AsyncSession):
-            conn = await handle.connection()
-            try:
-                yield conn
-            except BaseException:
-                await handle.rollback()
-                raise
-            await handle.commit()
-        elif isinstance(handle, AsyncConnection):
-            try:
-                yield handle
-            except BaseException:
-                await handle.rollback()
-                raise
-            await handle.commit()
-        else:
-            raise TypeError(
-                "the session dependency must yield an AsyncSession or AsyncConnection, "
-                f"not {type(handle).__name__}"
-            )
+        async with store.unit_of_work(handle) as conn:
+            yield conn
 
 
 @contextmanager

@@ -15,7 +15,8 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
-from .engine import Engine, RunReport
+from .engine import Engine
+from .report import RunReport
 
 logger = logging.getLogger("crmsync.worker")
 

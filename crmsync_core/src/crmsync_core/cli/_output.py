@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from ..changes import ChangeScan, DryRun
-    from ..engine import RunReport
-    from ..store import StatusSummary
+    from ..queue import StatusSummary
+    from ..report import RunReport
 
 #: seconds between progress lines when stderr is not a terminal
 PROGRESS_EVERY = 5.0

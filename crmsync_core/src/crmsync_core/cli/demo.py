@@ -32,7 +32,7 @@ from ._options import Options, pass_options, redact, run_async, shared_options
 async def demo(options: Options, contacts: int, failure_rate: float, seed: int) -> None:
     """Seed the database and sync it into every installed adapter's sandbox CRM."""
     from ..demo import demo_layout, demo_registry, run_demo
-    from ..engine import RunReport
+    from ..report import RunReport
     from ..store import Store
     from ._output import RunProgress, report_line, status_tables, stdout
 

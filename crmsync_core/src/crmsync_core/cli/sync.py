@@ -59,7 +59,8 @@ async def sync(
     from the one last delivered. --dry-run prints, per CRM, the requests a sync would send now
     (secrets redacted) and the due contacts it would complete unchanged, and changes nothing.
     """
-    from ..engine import Engine, RunReport
+    from ..engine import Engine
+    from ..report import RunReport
     from ..worker import Worker
 
     if dry_run and (forever or changed):

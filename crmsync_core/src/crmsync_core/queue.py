@@ -1,0 +1,209 @@
+"""The queue as the engine sees it: what it claims, what it records, and the results of queue operations.
+
+This module is free of SQL on purpose: the engine is typed against :class:`Queue`, and
+:class:`crmsync_core.store.Store` is the implementation on a SQL table. Another implementation (a test
+double, another database) needs only these methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+from .contacts import Contact, ContactId
+from .status import Event, ProcessingStatus, SyncStatus
+
+if TYPE_CHECKING:
+    from .layout import Layout
+    from .ratelimit import Ledger
+
+__all__ = [
+    "CircuitState",
+    "Claim",
+    "ContactState",
+    "Queue",
+    "QueueResult",
+    "RecordResult",
+    "Resolution",
+    "StatusSummary",
+    "StoredFingerprint",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueResult:
+    """What a queue operation did."""
+
+    queued: int = 0
+    already_queued: int = 0
+    #: refused at queue time (no e-mail address): now ``Skipped`` with the reason
+    skipped: int = 0
+    #: ids that match no contact
+    not_found: int = 0
+
+    def __add__(self, other: QueueResult) -> QueueResult:
+        return QueueResult(
+            self.queued + other.queued,
+            self.already_queued + other.already_queued,
+            self.skipped + other.skipped,
+            self.not_found + other.not_found,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSummary:
+    """How one CRM's contacts stand."""
+
+    crm: str
+    counts: Mapping[SyncStatus, int]
+    total: int
+    #: queued and due now
+    due: int
+    #: queued again after a transient failure
+    retrying: int
+    #: seconds since the longest-waiting due contact became due (``None`` when nothing is due)
+    oldest_due_seconds: float | None
+    #: when the circuit breaker paused the CRM (``None``: not paused)
+    paused_since: datetime | None = None
+    #: when the paused CRM is probed next
+    probe_at: datetime | None = None
+    #: Complete contacts changed (``updated_at``) since their last delivery or check: what
+    #: ``Engine.queue_changed`` compares next (``None``: no ``updated_at`` or no fingerprint table)
+    out_of_date: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFingerprint:
+    """What crmsync remembers of a contact's last delivery to one CRM (change detection)."""
+
+    fingerprint: str
+    delivered_at: datetime
+    #: the contact's current queueing is a user's re-selection of it while it was ``Complete``
+    reselected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitState:
+    """A CRM paused by the circuit breaker: since when, and when it is probed next."""
+
+    crm: str
+    opened_at: datetime
+    probe_at: datetime
+    cooldown_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContactState:
+    """One contact's state for one CRM."""
+
+    sync_status: SyncStatus
+    processing_status: ProcessingStatus | None
+    error: str | None
+    remote_id: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Contacts taken from the queue by one worker; ``claimed_at`` identifies the claim."""
+
+    crm: str
+    contacts: list[Contact]
+    claimed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What happens to one claimed contact: an event of the status machine with its data."""
+
+    contact_id: ContactId
+    event: Event
+    remote_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    #: recorded as the remote id only when the CRM gave none and none is recorded yet
+    fallback_id: str | None = None
+    #: change detection: the fingerprint of the payload delivered (success only)
+    fingerprint: str | None = None
+    #: completed without a request: the payload is the one delivered before
+    unchanged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    #: the contacts whose result was written
+    written_ids: frozenset[ContactId]
+    #: results refused because the claim was no longer this worker's (it expired and was taken back)
+    stale: int
+
+    @property
+    def written(self) -> int:
+        return len(self.written_ids)
+
+
+class Queue(Protocol):
+    """What the engine asks of the database: claims, their outcomes, leases, the shared request budget and
+    the circuit breaker."""
+
+    @property
+    def layout(self) -> Layout:
+        """The table's layout (which CRMs have columns)."""
+        ...
+
+    @property
+    def shares_rate_limits(self) -> bool:
+        """Whether workers on other machines can share a CRM's budget through this queue."""
+        ...
+
+    def rate_ledger(self) -> Ledger:
+        """The fleet's ledger of request slots (only asked for when :attr:`shares_rate_limits`)."""
+        ...
+
+    async def claim(
+        self, crm: str, limit: int, *, now: datetime, ids: Sequence[ContactId] | None = None
+    ) -> Claim:
+        """Take up to ``limit`` due contacts and mark them ``Processing`` (only ``ids``, queued ones
+        due or not, when given)."""
+        ...
+
+    async def fingerprints(
+        self, crm: str, ids: Iterable[ContactId | str]
+    ) -> Mapping[ContactId, StoredFingerprint]:
+        """What was last delivered to ``crm`` for each of ``ids`` (change detection; may be empty)."""
+        ...
+
+    async def record(
+        self, claim: Claim, resolutions: Sequence[Resolution], *, now: datetime
+    ) -> RecordResult:
+        """Write the outcomes of a claim's contacts (only those still in the claim)."""
+        ...
+
+    async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
+        """Hand claimed contacts back to the queue untouched."""
+        ...
+
+    async def extend_claim(self, claim: Claim, *, now: datetime) -> Claim:
+        """Renew a claim whose contacts are still being pushed."""
+        ...
+
+    async def release_expired(self, crm: str, *, now: datetime, older_than: timedelta) -> int:
+        """Return the contacts of dead workers' claims to the queue."""
+        ...
+
+    async def circuit(self, crm: str) -> CircuitState | None:
+        """Whether ``crm`` is paused by the circuit breaker."""
+        ...
+
+    async def open_circuit(
+        self, crm: str, *, now: datetime, cooldown: float, max_cooldown: float
+    ) -> CircuitState:
+        """Pause ``crm`` for every worker."""
+        ...
+
+    async def close_circuit(self, crm: str) -> None:
+        """Resume ``crm`` for every worker."""
+        ...

@@ -1,0 +1,75 @@
+"""The database: every SQL statement crmsync runs is built in this package.
+
+:class:`Store` works on the host's own contacts table through SQLAlchemy Core (async): PostgreSQL through
+psycopg 3 by default or a host-supplied engine (asyncpg in ScraperSky), SQLite through aiosqlite. Every
+state change is derived from :data:`crmsync_core.status.TRANSITIONS`: the table's ``from`` states become
+the ``WHERE`` and its ``to`` states the ``SET`` of one set-based statement, so rows in any other state are
+left alone and no code path can make a change the table lacks.
+
+One module per concept: :mod:`.schema` (tables, DDL, migrations, reflection, inspection), :mod:`.base`
+(engine, transactions, the status machine's statements), :mod:`.host` (the host's queue API),
+:mod:`.filters`, :mod:`.leases` (the worker's claims), :mod:`.budget` (shared request budgets),
+:mod:`.circuits` (the circuit breaker). The result types live in the SQL-free :mod:`crmsync_core.queue`.
+"""
+
+from __future__ import annotations
+
+from ..queue import (
+    CircuitState,
+    Claim,
+    ContactState,
+    QueueResult,
+    RecordResult,
+    Resolution,
+    StatusSummary,
+)
+from .budget import BudgetMixin, SlotLedger
+from .fingerprints import FingerprintsMixin
+from .host import HostQueueMixin
+from .leases import LeasesMixin
+from .schema import (
+    CIRCUIT_TABLE,
+    FINGERPRINT_TABLE,
+    RATE_LIMIT_TABLE,
+    DatabaseInspection,
+    circuit_table,
+    database_engine,
+    default_table,
+    fingerprint_table,
+    inspect_database,
+    missing_columns_sql,
+    rate_limit_table,
+    schema_sql,
+    schema_sql_for,
+    scrapersky_migration_sql,
+)
+
+__all__ = [
+    "CIRCUIT_TABLE",
+    "FINGERPRINT_TABLE",
+    "RATE_LIMIT_TABLE",
+    "CircuitState",
+    "Claim",
+    "ContactState",
+    "DatabaseInspection",
+    "QueueResult",
+    "RecordResult",
+    "Resolution",
+    "SlotLedger",
+    "StatusSummary",
+    "Store",
+    "circuit_table",
+    "database_engine",
+    "default_table",
+    "fingerprint_table",
+    "inspect_database",
+    "missing_columns_sql",
+    "rate_limit_table",
+    "schema_sql",
+    "schema_sql_for",
+    "scrapersky_migration_sql",
+]
+
+
+class Store(HostQueueMixin, LeasesMixin, BudgetMixin, FingerprintsMixin):
+    """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""
