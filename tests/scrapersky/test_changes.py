@@ -151,3 +151,37 @@ async def test_without_the_migration_everything_is_sent_and_nothing_fails(
     assert (await store.summary("brevo")).out_of_date is None
     with pytest.raises(ConfigurationError, match=r"crmsync schema --scrapersky"):
         await sync.queue_changed("brevo")
+
+
+async def test_the_scheduler_job_requeues_changed_contacts_before_its_run(
+    db: AsyncEngine, scrapersky_url: str, insert: Insert, clock: Clock
+) -> None:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from crmsync_core.scheduler import job_id, schedule_sync_jobs
+
+    migrate(scrapersky_url)
+    store = await Store.connect(db, Layout.scrapersky())
+    crm = SandboxCrm()
+    sync = engine(store, crm, clock)
+    ids = [uuid.uuid4() for _ in range(2)]
+    await insert(db, ids)
+    await store.queue("brevo", ids, now=clock())
+    assert (await sync.run_once("brevo")).synced == 2
+    clock.advance(minutes=1)
+    async with db.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE contacts SET name = 'Renamed', updated_at = :at WHERE id = :id"),
+            {"at": clock().replace(tzinfo=None), "id": ids[1]},
+        )
+    clock.advance(minutes=1)
+
+    scheduler = AsyncIOScheduler()
+    await schedule_sync_jobs(scheduler, sync, ["brevo"], changed=True)
+    job = scheduler.get_job(job_id("brevo"))
+    await job.func(*job.args)  # one tick of the job, as APScheduler runs it
+
+    assert crm.requests == 2
+    states = await store.states("brevo", ids)
+    assert {s.sync_status for s in states.values()} == {SyncStatus.COMPLETE}
+    assert (await store.summary("brevo")).out_of_date == 0

@@ -39,9 +39,13 @@ def job_id(crm: str) -> str:
 
 
 async def schedule_sync_jobs(
-    scheduler: Any, engine: Engine, crms: Iterable[str] | None = None
+    scheduler: Any, engine: Engine, crms: Iterable[str] | None = None, *, changed: bool = False
 ) -> dict[str, Any]:
     """Add (or replace) a sync job on ``scheduler`` (an ``AsyncIOScheduler``) for each CRM in ``crms``.
+
+    With ``changed=True`` each run first re-queues the ``Complete`` contacts whose payload changed since
+    their delivery (:meth:`Engine.queue_changed`, for adapters that declare their payload), so that the
+    CRM follows the table.
 
     ``crms`` defaults to every CRM with an installed adapter and columns in the store's layout. A CRM
     that is not configured (its API key or URL is missing, or its settings are invalid) is not
@@ -65,7 +69,7 @@ async def schedule_sync_jobs(
             _run,
             trigger="interval",
             minutes=settings.sync_scheduler_interval_minutes,
-            args=(engine, crm),
+            args=(engine, crm, changed),
             id=job_id(crm),
             name=f"crmsync: sync {crm}",
             max_instances=settings.sync_scheduler_max_instances,
@@ -95,8 +99,12 @@ async def _configuration_problem(engine: Engine, crm: str) -> str | None:
     return None
 
 
-async def _run(engine: Engine, crm: str) -> None:
+async def _run(engine: Engine, crm: str, changed: bool = False) -> None:
     try:
+        if changed and engine.registry.get(crm).payload is not None:
+            scan = await engine.queue_changed(crm)
+            if scan.requeued:
+                logger.info("%s sync: %d changed contacts re-queued", crm, scan.requeued)
         report = await engine.run_once(crm)
     except CrmsyncError as exc:
         # The database is down or the table changed: say so without a traceback every interval.
