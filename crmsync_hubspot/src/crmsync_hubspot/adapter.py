@@ -30,7 +30,14 @@ import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
 from crmsync_core.check import CheckContext, CheckResult
-from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
+from crmsync_core.contacts import (
+    Contact,
+    Outcome,
+    PermanentFailure,
+    Synced,
+    TransientFailure,
+    invalid_email_reason,
+)
 from crmsync_core.errors import (
     ConfigurationError,
     FatalError,
@@ -372,6 +379,17 @@ async def _check(settings: HubspotSettings, context: CheckContext) -> list[Check
     return await check(settings, context)
 
 
+def payload(contact: Contact, settings: HubspotSettings) -> dict[str, Any] | None:
+    """What HubSpot receives for ``contact`` (its properties), for crmsync's change detection; the sync
+    date property is left out (it changes every day, the contact does not). ``None`` for a contact that
+    is not sent (no valid e-mail address)."""
+    if invalid_email_reason(contact.email) is not None:
+        return None
+    properties = contact_properties(contact, settings, date(2000, 1, 1))
+    properties.pop(settings.custom_property_sync_date, None)
+    return properties
+
+
 SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     name="hubspot",
     settings_model=HubspotSettings,
@@ -382,5 +400,6 @@ SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     partial_success=True,
     sandbox=make_sandbox,
     check=_check,
+    payload=payload,
     description="HubSpot contacts: batch upsert by e-mail, 100 per request",
 )

@@ -28,7 +28,14 @@ import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
 from crmsync_core.check import CheckContext, CheckResult
-from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
+from crmsync_core.contacts import (
+    Contact,
+    Outcome,
+    PermanentFailure,
+    Synced,
+    TransientFailure,
+    invalid_email_reason,
+)
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url
@@ -474,6 +481,14 @@ async def _check(settings: MauticSettings, context: CheckContext) -> list[CheckR
     return await check(settings, context)
 
 
+def payload(contact: Contact, settings: MauticSettings) -> dict[str, Any] | None:
+    """What Mautic receives for ``contact`` (its item of the batch), for crmsync's change detection;
+    ``None`` for a contact that is not sent (no valid e-mail address)."""
+    if invalid_email_reason(contact.email) is not None:
+        return None
+    return contact_payload(contact, field_aliases=settings.field_aliases, tags=settings.tags)
+
+
 SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     name="mautic",
     settings_model=MauticSettings,
@@ -484,5 +499,6 @@ SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     partial_success=True,
     sandbox=make_sandbox,
     check=_check,
+    payload=payload,
     description="Mautic (self-hosted): batch upsert by e-mail, HTTP Basic or OAuth 2 auth",
 )
