@@ -34,7 +34,6 @@ from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, Unresolved, cut, json_bytes
 
-from .fake import make_sandbox
 from .mapping import (
     AttributeNames,
     BrevoContact,
@@ -474,7 +473,7 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     rate_limit=RateLimit(10, 1.0),
     rate_limits=rate_limits,
     partial_success=True,
-    sandbox=make_sandbox,
+    sandbox="crmsync_brevo.fake:make_sandbox",
     check=_check,
     payload=payload,
     description="Brevo contacts: upserts, and bulk imports above BREVO_IMPORT_THRESHOLD",

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from .contacts import Contact, ContactId, Outcome
 from .errors import CircuitOpenError, FatalError
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class Adapter(Protocol):
@@ -278,8 +280,11 @@ class AdapterSpec(Generic[SettingsT]):
     partial_success: bool
     #: the column that keeps the CRM's id; defaults to ``{name}_contact_id``
     remote_id_column: str | None = None
-    #: builds an in-process sandbox of the CRM (for ``crmsync demo`` and the contract tests)
-    sandbox: Callable[[SandboxOptions], Sandbox[SettingsT]] | None = None
+    #: where the in-process sandbox of the CRM is built (for ``crmsync demo`` and the contract tests):
+    #: ``"package.module:function"``, a function taking :class:`SandboxOptions` and returning a
+    #: :class:`Sandbox`. A string, so that loading the adapter never imports its fake; it is imported
+    #: only by :meth:`make_sandbox`. A spec built inside a test may give the function itself.
+    sandbox: str | Callable[[SandboxOptions], Sandbox[SettingsT]] | None = None
     #: one line for ``crmsync adapters``
     description: str = ""
     #: reads the CRM account and says whether it is ready (credentials, mapped fields, ...) without
@@ -308,6 +313,30 @@ class AdapterSpec(Generic[SettingsT]):
             raise ValueError(f"adapter {self.name!r}: max_batch_size must be at least 1")
         if not callable(self.factory):
             raise TypeError(f"adapter {self.name!r}: factory must be callable")
+        if isinstance(self.sandbox, str) and not _REFERENCE_PATTERN.match(self.sandbox):
+            raise ValueError(
+                f"adapter {self.name!r}: sandbox must be 'package.module:function', "
+                f"not {self.sandbox!r}"
+            )
+
+    def sandbox_factory(self) -> Callable[[SandboxOptions], Sandbox[SettingsT]]:
+        """The function that builds the sandbox, imported now if the spec names it by reference.
+        Raises :class:`LookupError` when the adapter ships no sandbox."""
+        if self.sandbox is None:
+            raise LookupError(f"adapter {self.name!r} ships no sandbox")
+        if not isinstance(self.sandbox, str):
+            return self.sandbox
+        module_name, _, attribute = self.sandbox.partition(":")
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+        if not callable(target):
+            raise TypeError(f"adapter {self.name!r}: sandbox {self.sandbox!r} is not callable")
+        return cast("Callable[[SandboxOptions], Sandbox[SettingsT]]", target)
+
+    def make_sandbox(self, options: SandboxOptions | None = None) -> Sandbox[SettingsT]:
+        """Build the adapter's in-process sandbox (importing its fake only now)."""
+        return self.sandbox_factory()(options or SandboxOptions())
 
     def limits_for(self, settings: SettingsT) -> RateLimits:
         """The request budget a run with ``settings`` keeps to."""

@@ -47,7 +47,6 @@ from crmsync_core.errors import (
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, Unresolved
 
-from .fake import make_sandbox
 from .mapping import MAX_INPUTS, UpsertInput, contact_properties, normalise_email
 from .settings import HubspotSettings
 
@@ -398,7 +397,7 @@ SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     rate_limit=DEFAULT_RATE_LIMIT,
     rate_limits=rate_limits,
     partial_success=True,
-    sandbox=make_sandbox,
+    sandbox="crmsync_hubspot.fake:make_sandbox",
     check=_check,
     payload=payload,
     description="HubSpot contacts: batch upsert by e-mail, 100 per request",

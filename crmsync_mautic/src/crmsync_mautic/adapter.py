@@ -40,7 +40,6 @@ from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalEr
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url
 
-from .fake import make_sandbox
 from .mapping import contact_payload
 from .settings import MauticSettings
 
@@ -497,7 +496,7 @@ SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     rate_limit=None,
     rate_limits=rate_limits,
     partial_success=True,
-    sandbox=make_sandbox,
+    sandbox="crmsync_mautic.fake:make_sandbox",
     check=_check,
     payload=payload,
     description="Mautic (self-hosted): batch upsert by e-mail, HTTP Basic or OAuth 2 auth",

@@ -30,7 +30,6 @@ from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced
 from crmsync_core.errors import ConfigurationError, FatalError
 from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url, json_bytes
 
-from .fake import make_sandbox
 from .mapping import contact_payload, format_timestamp, idempotency_key
 from .settings import MAX_BATCH_SIZE, N8nSettings
 
@@ -286,7 +285,7 @@ SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     rate_limit=None,
     partial_success=True,
     remote_id_column="n8n_workflow_id",
-    sandbox=make_sandbox,
+    sandbox="crmsync_n8n.fake:make_sandbox",
     check=_check,
     description="posts contacts to an n8n Webhook node (ScraperSky's payload)",
 )

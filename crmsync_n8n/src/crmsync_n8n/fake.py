@@ -21,9 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-import random
-import time
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,8 +29,9 @@ import httpx
 from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, RateLimit, RateLimits
 from crmsync_core.settings import SecretUrl
+from crmsync_core.testing.fakecrm import FakeCrm, respond
 
 from .settings import N8nSettings
 
@@ -61,7 +60,7 @@ class Received:
 
 
 @dataclass
-class FakeN8n:
+class FakeN8n(FakeCrm):
     """An n8n instance with one workflow whose Webhook node listens for POSTs on ``path``."""
 
     path: str = SANDBOX_PATH
@@ -86,19 +85,21 @@ class FakeN8n:
     rate_limit: RateLimit | None = None
     seed: int = 0
     received: list[Received] = field(default_factory=list)
-    #: every request that reached the fake, accepted or not
-    requests: int = 0
     #: the contacts the workflow holds, by ``contact_id`` (an array is split, like a Split Out node)
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: requests whose idempotency key had been seen before (what a de-duplicating workflow drops)
     duplicates: int = 0
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
+        FakeCrm.__init__(self, failure_rate=self.failure_rate, seed=self.seed)
         self._listening = False
-        self._sent: deque[float] = deque()
         self._keys: set[str] = set()
         self._executions = 0
+
+    @property
+    def requests(self) -> int:
+        """How many requests reached the fake, accepted or not."""
+        return len(self.log)
 
     @classmethod
     def with_bearer(cls, secret: str, **options: Any) -> FakeN8n:
@@ -109,17 +110,18 @@ class FakeN8n:
         """Click "Listen for test event": the test URL answers the next call, once."""
         self._listening = True
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
+        return RateLimits.single(self.rate_limit, name="proxy").buckets
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        self.requests += 1
-        if self.rate_limit is not None and (wait := self._throttle()) is not None:
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        _, full = self.take_budget(request)
+        if full is not None:
             return httpx.Response(
-                429, headers={"Retry-After": str(math.ceil(wait))}, text="Too Many Requests"
+                429,
+                headers={"Retry-After": str(math.ceil(full.reset))},
+                text="Too Many Requests",
             )
-        if self.failure_rate and self._rng.random() < self.failure_rate:
+        if self.injected_failure():
             return httpx.Response(
                 503,
                 headers={"Content-Type": "text/html"},
@@ -135,7 +137,7 @@ class FakeN8n:
             return refused
         if len(request.content) > self.max_payload_bytes:
             # UNCONFIRMED: n8n's exact 413 body; the status is what its body parser answers.
-            return _json(413, {"code": 413, "message": "request entity too large"})
+            return respond(413, {"code": 413, "message": "request entity too large"})
         return self._run(route, request)
 
     # -- n8n's behaviour ----------------------------------------------------------------------------
@@ -145,7 +147,7 @@ class FakeN8n:
         for prefix, live in (("/webhook/", self.active), ("/webhook-test/", self._listening)):
             if path == f"{prefix}{self.path}" and live:
                 if request.method != "POST":
-                    return _json(
+                    return respond(
                         404,
                         {
                             "code": 404,
@@ -165,7 +167,7 @@ class FakeN8n:
             else "The workflow must be active for a production URL to run successfully. You can "
             "activate the workflow using the toggle in the top-right of the editor."
         )
-        return _json(
+        return respond(
             404,
             {
                 "code": 404,
@@ -231,16 +233,16 @@ class FakeN8n:
             if isinstance(item, dict) and "contact_id" in item:
                 self.contacts[str(item["contact_id"])] = item
         if self.response_mode == "onReceived":
-            return _json(200, {"message": "Workflow was started"})
+            return respond(200, {"message": "Workflow was started"})
         if self.workflow_fails:
             # UNCONFIRMED: n8n's exact body when a lastNode workflow fails; the status is 500.
-            return _json(500, {"code": 0, "message": "Error in workflow"})
+            return respond(500, {"code": 0, "message": "Error in workflow"})
         if self.last_node == "execution_id":
-            return _json(200, {"executionId": execution_id})
+            return respond(200, {"executionId": execution_id})
         if self.last_node == "execution_and_workflow":
-            return _json(200, {"executionId": execution_id, "workflowId": self.workflow_id})
+            return respond(200, {"executionId": execution_id, "workflowId": self.workflow_id})
         # The Webhook node's own item. ASSUMED field set (n8n 1.x's Webhook node output).
-        return _json(
+        return respond(
             200,
             {
                 "headers": headers,
@@ -251,21 +253,6 @@ class FakeN8n:
                 "executionMode": "test" if path.startswith("/webhook-test/") else "production",
             },
         )
-
-    def _throttle(self) -> float | None:
-        assert self.rate_limit is not None
-        now = time.monotonic()
-        period = self.rate_limit.period_seconds
-        while self._sent and self._sent[0] <= now - period:
-            self._sent.popleft()
-        if len(self._sent) >= self.rate_limit.requests:
-            return self._sent[0] + period - now
-        self._sent.append(now)
-        return None
-
-
-def _json(status: int, body: object) -> httpx.Response:
-    return httpx.Response(status, json=body)
 
 
 def _auth_error(status: int) -> httpx.Response:
