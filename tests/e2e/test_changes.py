@@ -35,8 +35,8 @@ async def test_an_unchanged_reselection_sends_nothing_and_a_new_name_is_sent(
 ) -> None:
     registry = Registry()
     spec = registry.get(crm)
-    assert spec.payload is not None and spec.sandbox is not None
-    sandbox = spec.sandbox(SandboxOptions())
+    assert spec.payload is not None
+    sandbox = spec.make_sandbox(SandboxOptions())
     assert sandbox.transport is not None
     counting = Counting(sandbox.transport)
     store = await Store.connect(database_url, Layout.default([crm]), create=True)
@@ -72,8 +72,7 @@ async def test_an_unchanged_reselection_sends_nothing_and_a_new_name_is_sent(
 @pytest.mark.parametrize("crm", ["brevo", "hubspot", "mautic"])
 def test_the_payload_follows_what_the_crm_receives(crm: str) -> None:
     spec = Registry().get(crm)
-    assert spec.sandbox is not None
-    settings: Any = spec.sandbox(SandboxOptions()).settings
+    settings: Any = spec.make_sandbox(SandboxOptions()).settings
     base = Contact(id=1, email="ada@example.com", name="Ada Lovelace", context="scraped")
 
     def fingerprint(**changes: Any) -> str | None:
