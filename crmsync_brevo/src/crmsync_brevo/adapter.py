@@ -28,14 +28,12 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, invalid_email_reason
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, Unresolved, cut, json_bytes
 
 from .mapping import (
-    AttributeNames,
     BrevoContact,
     create_contact_body,
     import_body,
@@ -160,7 +158,7 @@ class BrevoAdapter(BatchAdapter[BrevoSettings]):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._names = AttributeNames.from_settings(settings)
+        self._names = settings.attribute_names
         self._clock = clock
         self._sleep = sleep
         self._reports: httpx.AsyncClient | None = None
@@ -447,18 +445,12 @@ def _about_phone(message: str, metadata: dict[str, Any], attribute: str) -> bool
     return bool(_MENTIONS_PHONE.search(message)) or attribute.lower() in message.lower()
 
 
-async def _check(settings: BrevoSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 def payload(contact: Contact, settings: BrevoSettings) -> dict[str, Any] | None:
     """What Brevo receives for ``contact``: the body of its upsert (e-mail, mapped attributes, list), for
     crmsync's change detection; ``None`` for a contact that is not sent (no valid e-mail address)."""
     if invalid_email_reason(contact.email) is not None:
         return None
-    mapped = map_contact(contact, AttributeNames.from_settings(settings))
+    mapped = map_contact(contact, settings.attribute_names)
     return create_contact_body(mapped, settings.list_id)
 
 
@@ -474,7 +466,7 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     rate_limits=rate_limits,
     partial_success=True,
     sandbox="crmsync_brevo.fake:make_sandbox",
-    check=_check,
+    check="crmsync_brevo.account:check",
     payload=payload,
     description="Brevo contacts: upserts, and bulk imports above BREVO_IMPORT_THRESHOLD",
 )

@@ -59,6 +59,9 @@ class Synced:
     contact_id: ContactId
     remote_id: str | None = None
     fallback_id: str | None = None
+    #: the idempotency key the contact was sent with, for destinations that confirm delivery later
+    #: (``{CRM}_SYNC_CONFIRM``): their callback must carry it
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

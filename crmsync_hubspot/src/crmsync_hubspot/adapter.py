@@ -29,7 +29,6 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import (
     Contact,
     Outcome,
@@ -372,12 +371,6 @@ def _missing_properties(body: Any, message: str) -> list[str]:
     return list(dict.fromkeys(names)) or ["(unnamed)"]
 
 
-async def _check(settings: HubspotSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 def payload(contact: Contact, settings: HubspotSettings) -> dict[str, Any] | None:
     """What HubSpot receives for ``contact`` (its properties), for crmsync's change detection; the sync
     date property is left out (it changes every day, the contact does not). ``None`` for a contact that
@@ -398,7 +391,7 @@ SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     rate_limits=rate_limits,
     partial_success=True,
     sandbox="crmsync_hubspot.fake:make_sandbox",
-    check=_check,
+    check="crmsync_hubspot.account:check",
     payload=payload,
     description="HubSpot contacts: batch upsert by e-mail, 100 per request",
 )

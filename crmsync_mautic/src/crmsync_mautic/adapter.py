@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import (
     Contact,
     Outcome,
@@ -474,12 +473,6 @@ def rate_limits(settings: MauticSettings) -> RateLimits:
     return RateLimits((bucket,), LIMIT_HEADERS)
 
 
-async def _check(settings: MauticSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 def payload(contact: Contact, settings: MauticSettings) -> dict[str, Any] | None:
     """What Mautic receives for ``contact`` (its item of the batch), for crmsync's change detection;
     ``None`` for a contact that is not sent (no valid e-mail address)."""
@@ -497,7 +490,7 @@ SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     rate_limits=rate_limits,
     partial_success=True,
     sandbox="crmsync_mautic.fake:make_sandbox",
-    check=_check,
+    check="crmsync_mautic.account:check",
     payload=payload,
     description="Mautic (self-hosted): batch upsert by e-mail, HTTP Basic or OAuth 2 auth",
 )

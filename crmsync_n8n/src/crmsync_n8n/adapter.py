@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced
 from crmsync_core.errors import ConfigurationError, FatalError
 from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url, json_bytes
@@ -127,7 +126,9 @@ class N8nAdapter(BatchAdapter[N8nSettings]):
         status = response.status_code
         if 200 <= status < 300:
             remote_id = execution_id(response.content) or self.settings.workflow_id
-            return [Synced(s.contact.id, remote_id) for s in sent]
+            # With N8N_SYNC_CONFIRM the workflow's callback must carry the request's key.
+            key = _sent_key(response)
+            return [Synced(s.contact.id, remote_id, idempotency_key=key) for s in sent]
         if 300 <= status < 400:
             raise FatalError(
                 f"n8n: HTTP {status} on {self._where} redirects to "
@@ -184,6 +185,15 @@ def _stamped(body: Any, timestamp: str) -> Any:
     if isinstance(body, list):
         return [_stamped(item, timestamp) for item in body]
     return {**body, "timestamp": timestamp}
+
+
+def _sent_key(response: httpx.Response) -> str | None:
+    """The ``Idempotency-Key`` the answered request carried."""
+    try:
+        key: str | None = response.request.headers.get(IDEMPOTENCY_HEADER)
+    except RuntimeError:  # a response built without its request
+        return None
+    return key
 
 
 def execution_id(content: bytes) -> str | None:
@@ -270,12 +280,6 @@ def _not_found_hint(url: httpx.URL) -> str:
     )
 
 
-async def _check(settings: N8nSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     name="n8n",
     settings_model=N8nSettings,
@@ -286,6 +290,6 @@ SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     partial_success=True,
     remote_id_column="n8n_workflow_id",
     sandbox="crmsync_n8n.fake:make_sandbox",
-    check=_check,
+    check="crmsync_n8n.account:check",
     description="posts contacts to an n8n Webhook node (ScraperSky's payload)",
 )

@@ -9,6 +9,11 @@ What that item holds is the workflow's business: by default the fake's workflow 
 alone, so it answers the Webhook node's item (no execution id); ``last_node="execution_id"`` is a workflow
 that ends with a Set node ``executionId = {{ $execution.id }}`` (how to get the execution id as the remote
 id), ``last_node="execution_and_workflow"`` one that also adds ``workflowId``. Bodies larger than ``max_payload_bytes`` (n8n's ``N8N_PAYLOAD_SIZE_MAX``, 16 MiB) get 413.
+With ``callback_url`` set, the workflow ends with an HTTP Request node that calls crmsync back
+(confirmed delivery): after accepting a request it posts, per contact, ``{"contact_id", "idempotency_key",
+"status": "ok" | "error", "error", "data"}`` with ``Authorization: Bearer <callback_secret>``, or posts
+nothing, as ``callback_script`` says (one entry per contact, then ``callback_default``); the answers are in
+``callbacks``. :meth:`FakeN8n.settle` waits for the callbacks in flight.
 n8n itself has no rate limit: :class:`~crmsync_core.adapter.SandboxOptions.rate_limit` plays a reverse
 proxy in front of it (429 with ``Retry-After``), and injected failures are a proxy's 503.
 
@@ -18,10 +23,11 @@ Every behaviour, its source in n8n's documentation or code and whether it is con
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,12 +95,28 @@ class FakeN8n(FakeCrm):
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: requests whose idempotency key had been seen before (what a de-duplicating workflow drops)
     duplicates: int = 0
+    #: confirmed delivery: the URL the workflow's last node posts each contact's result to
+    callback_url: str | None = None
+    callback_secret: str = ""
+    #: how the callback reaches crmsync (e.g. ``httpx.ASGITransport(app)``); default: the network
+    callback_transport: httpx.AsyncBaseTransport | None = None
+    #: per contact in order: ``ok``, ``error`` or ``none`` (no callback); then ``callback_default``
+    callback_script: list[Literal["ok", "error", "none"]] = field(default_factory=list)
+    callback_default: Literal["ok", "error", "none"] = "ok"
+    #: the ``data`` of a success callback for a contact's item (the workflow's enrichment results)
+    callback_data: Callable[[dict[str, Any]], Any] | None = None
+    #: the callbacks are made before the Webhook node answers (a ``lastNode`` workflow whose last node
+    #: calls back), so they reach crmsync before it records the acceptance
+    callback_before_answer: bool = False
+    #: what was posted back: (body, HTTP status of crmsync's answer, its ``result``)
+    callbacks: list[tuple[dict[str, Any], int, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         FakeCrm.__init__(self, failure_rate=self.failure_rate, seed=self.seed)
         self._listening = False
         self._keys: set[str] = set()
         self._executions = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     @property
     def requests(self) -> int:
@@ -109,6 +131,42 @@ class FakeN8n(FakeCrm):
     def listen(self) -> None:
         """Click "Listen for test event": the test URL answers the next call, once."""
         self._listening = True
+
+    async def settle(self) -> None:
+        """Wait until every callback the workflows started has been answered."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    def _call_back(self, item: dict[str, Any], key: str | None) -> None:
+        action = self.callback_script.pop(0) if self.callback_script else self.callback_default
+        if action == "none" or self.callback_url is None:
+            return
+        body: dict[str, Any] = {
+            "contact_id": str(item.get("contact_id")),
+            "idempotency_key": key,
+            "status": action,
+        }
+        if action == "error":
+            body["error"] = "enrichment provider timed out"
+        elif self.callback_data is not None:
+            body["data"] = self.callback_data(item)
+        task = asyncio.get_running_loop().create_task(self._post_callback(body))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _post_callback(self, body: dict[str, Any]) -> None:
+        assert self.callback_url is not None
+        async with httpx.AsyncClient(transport=self.callback_transport) as client:
+            response = await client.post(
+                self.callback_url,
+                json=body,
+                headers={"Authorization": f"Bearer {self.callback_secret}"},
+            )
+        try:
+            result = response.json().get("result")
+        except (ValueError, AttributeError):
+            result = None
+        self.callbacks.append((body, response.status_code, result))
 
     def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
         return RateLimits.single(self.rate_limit, name="proxy").buckets
@@ -138,7 +196,10 @@ class FakeN8n(FakeCrm):
         if len(request.content) > self.max_payload_bytes:
             # UNCONFIRMED: n8n's exact 413 body; the status is what its body parser answers.
             return respond(413, {"code": 413, "message": "request entity too large"})
-        return self._run(route, request)
+        response = self._run(route, request)
+        if self.callback_before_answer:
+            await self.settle()
+        return response
 
     # -- n8n's behaviour ----------------------------------------------------------------------------
 
@@ -232,6 +293,9 @@ class FakeN8n(FakeCrm):
         for item in body if isinstance(body, list) else [body]:
             if isinstance(item, dict) and "contact_id" in item:
                 self.contacts[str(item["contact_id"])] = item
+                if self.callback_url is not None and not self.workflow_fails:
+                    # The workflow runs after the answer; its last node calls back.
+                    self._call_back(item, key)
         if self.response_mode == "onReceived":
             return respond(200, {"message": "Workflow was started"})
         if self.workflow_fails:

@@ -22,9 +22,10 @@ from .base import ID_CHUNK, _aware, _enum_value, _utcnow
 from .circuits import CircuitsMixin
 from .filters import FiltersMixin
 from .fingerprints import FingerprintsMixin
+from .notify import NotifyMixin
 
 
-class HostQueueMixin(FiltersMixin, CircuitsMixin, FingerprintsMixin):
+class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin, FingerprintsMixin):
     """Queue operations take an optional ``connection``: given one, they run inside the caller's
     transaction (and do not commit), so a host can queue contacts atomically with its own writes."""
 
@@ -101,6 +102,7 @@ class HostQueueMixin(FiltersMixin, CircuitsMixin, FingerprintsMixin):
                     conn, crm, where, by_system=by_system, now=now, force=force
                 )
                 total = total + self._accounted(part, found, len(chunk))
+            await self._notify_queued(conn, crm, total.queued)
         return total
 
     async def queue_where(
@@ -121,6 +123,7 @@ class HostQueueMixin(FiltersMixin, CircuitsMixin, FingerprintsMixin):
             part = await self._queue_where(
                 conn, crm, where, by_system=by_system, now=now, force=force
             )
+            await self._notify_queued(conn, crm, part.queued)
         return self._accounted(part, found, found)
 
     async def unselect(

@@ -165,7 +165,7 @@ class LeasesMixin(FingerprintsMixin):
         condition, values = self._transition(c, event)
         columns = [sa.column("contact_id", self._id_column.type), sa.column("error", c.error.type)]
         rows: list[tuple[Any, ...]] = [(r.contact_id, r.error) for r in group]
-        if event is Event.SUCCEED:
+        if event in (Event.SUCCEED, Event.AWAIT):
             columns += [
                 sa.column("remote_id", c.remote_id.type),
                 sa.column("fallback_id", c.remote_id.type),
@@ -186,7 +186,7 @@ class LeasesMixin(FingerprintsMixin):
             where.append(c.claimed_at == self._at(c.claimed_at, claim.claimed_at))
             values[c.names.claimed_at] = None
         values[c.names.error] = self._typed(outcome.c.error, c.error)
-        if event is Event.SUCCEED:
+        if event in (Event.SUCCEED, Event.AWAIT):
             # An answer without an id never replaces the id the CRM gave before (a re-delivery).
             values[c.names.remote_id] = sa.func.coalesce(
                 self._typed(outcome.c.remote_id, c.remote_id),
