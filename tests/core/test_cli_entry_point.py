@@ -356,6 +356,7 @@ def test_the_status_table_fits_80_columns_and_json_stays_complete(
         "total",
         "due",
         "retrying",
+        "out_of_date",
         "oldest_due_seconds",
         "paused_since",
         "probe_at",

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced
+from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, invalid_email_reason
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, Unresolved, cut, json_bytes
@@ -445,6 +445,15 @@ def _about_phone(message: str, metadata: dict[str, Any], attribute: str) -> bool
     return bool(_MENTIONS_PHONE.search(message)) or attribute.lower() in message.lower()
 
 
+def payload(contact: Contact, settings: BrevoSettings) -> dict[str, Any] | None:
+    """What Brevo receives for ``contact``: the body of its upsert (e-mail, mapped attributes, list), for
+    crmsync's change detection; ``None`` for a contact that is not sent (no valid e-mail address)."""
+    if invalid_email_reason(contact.email) is not None:
+        return None
+    mapped = map_contact(contact, settings.attribute_names)
+    return create_contact_body(mapped, settings.list_id)
+
+
 #: The Brevo adapter's capability manifest. 2,000 contacts per batch: about 1.5 MB of import body
 #: (far under the 8 MB cap), and when a batch has to go one by one (no BREVO_LIST_ID) it takes
 #: 200 s at 10 requests/s, well inside the 10-minute claim timeout.
@@ -458,5 +467,6 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     partial_success=True,
     sandbox="crmsync_brevo.fake:make_sandbox",
     check="crmsync_brevo.account:check",
+    payload=payload,
     description="Brevo contacts: upserts, and bulk imports above BREVO_IMPORT_THRESHOLD",
 )

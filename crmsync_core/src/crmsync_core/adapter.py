@@ -23,7 +23,7 @@ import importlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast
 
@@ -351,6 +351,10 @@ class AdapterSpec(Generic[SettingsT]):
     #: the CRM's buckets as the settings make them (e.g. Brevo's contacts and other endpoints); ``None``:
     #: one bucket of ``rate_limit`` for every request. ``{CRM}_SYNC_RATE_LIMIT_*`` overrides the first.
     rate_limits: Callable[[SettingsT], RateLimits] | None = None
+    #: what the CRM receives for one contact (e.g. the body of its upsert), as plain JSON-able data;
+    #: ``None`` for a contact the adapter would not send. crmsync keeps a fingerprint of it per delivery
+    #: (change detection, :mod:`crmsync_core.changes`); without it every selected contact is sent.
+    payload: Callable[[Contact, SettingsT], Mapping[str, Any] | None] | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):

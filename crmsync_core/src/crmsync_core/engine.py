@@ -23,9 +23,9 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -53,6 +53,9 @@ from .report import RunReport
 from .retry import RequestRetry, RetryPolicy
 from .settings import SyncSettings
 from .status import Event
+
+if TYPE_CHECKING:
+    from .changes import ChangeScan, DryRun, TestOne
 
 logger = logging.getLogger("crmsync.engine")
 
@@ -83,6 +86,12 @@ class _Run:
     database_retry_seconds: float
     fatal: FatalError | None = None
     store_error: StoreError | None = None
+    #: only these contacts are claimed (``Engine.test_one``)
+    only: list[Any] | None = None
+    #: change detection: the payload fingerprint of each claimed contact, and the claimed contacts
+    #: completed without a request, with their last delivery time (see :mod:`crmsync_core.changes`)
+    fingerprints: dict[Any, str] = field(default_factory=dict)
+    unchanged: dict[Any, datetime] = field(default_factory=dict)
 
 
 class Engine:
@@ -134,6 +143,38 @@ class Engine:
                 ) from None
         return self._settings[crm]
 
+    def now(self) -> datetime:
+        """The engine's clock: the current aware UTC time."""
+        return self._clock()
+
+    def transport_for(self, crm: str) -> Any:
+        """The ``httpx`` transport given for ``crm`` (``None``: the network)."""
+        return self._transports.get(crm)
+
+    async def queue_changed(self, crm: str) -> ChangeScan:
+        """Re-queue, as the system, every ``Complete`` contact of ``crm`` whose payload (what the CRM
+        receives) differs from the one last delivered. Candidates are found in the database (contacts
+        updated after their last delivery or check, where the table has ``updated_at``; else every
+        ``Complete`` one) and compared in chunks. Raises :class:`ConfigurationError` when the adapter
+        does not declare its payload."""
+        from .changes import queue_changed
+
+        return await queue_changed(self, crm)
+
+    async def dry_run(self, crm: str, *, limit: int | None = None) -> DryRun:
+        """The requests a sync of ``crm`` would send now for its due contacts (redacted), and the due
+        contacts it would complete unchanged. Sends nothing and changes nothing."""
+        from .changes import dry_run
+
+        return await dry_run(self, crm, limit=limit)
+
+    async def test_one(self, crm: str, contact_id: Any) -> TestOne:
+        """Send one contact to ``crm`` now, whatever its state (queued by the user, forced), and record
+        the outcome as a sync does; returns the exchanges (redacted) and the contact's new state."""
+        from .changes import test_one
+
+        return await test_one(self, crm, contact_id)
+
     def _limiter(self, crm: str, spec: AdapterSpec[Any], settings: SyncSettings) -> RateLimiter:
         """The CRM's budget: shared by every worker through the database where it can be, else per process."""
         limits = spec.limits_for(settings)
@@ -151,8 +192,13 @@ class Engine:
         limit: int | None = None,
         stop: asyncio.Event | None = None,
         progress: Callable[[RunReport], None] | None = None,
+        only: Sequence[Any] | None = None,
+        transport: Any = None,
     ) -> RunReport:
         """Sync what is due for ``crm`` now (at most ``limit`` contacts) and report what happened.
+
+        ``only`` claims only these contacts (queued ones, due or not); ``transport`` replaces the CRM's
+        ``httpx`` transport for this run (:meth:`test_one` uses both).
 
         Raises :class:`~crmsync_core.errors.AdapterNotInstalledError` for an unknown CRM and
         :class:`~crmsync_core.errors.ConfigurationError` when the table has no columns for it. A
@@ -199,7 +245,7 @@ class Engine:
             context = AdapterContext(
                 rate_limiter=limiter,
                 request_retry=self._request_retry,
-                transport=self._transports.get(crm),
+                transport=transport if transport is not None else self._transports.get(crm),
                 logger=logging.getLogger(f"crmsync.{crm}"),
                 request_deadline=settings.sync_request_deadline_seconds,
                 circuit=circuit,
@@ -235,6 +281,7 @@ class Engine:
                 if settings.sync_database_retry_seconds is not None
                 else claim_timeout / 2
             ),
+            only=list(only) if only is not None else None,
         )
         try:
             try:
@@ -403,7 +450,9 @@ class Engine:
             claim = await self._with_database(
                 run,
                 "claim contacts",
-                lambda size=size: self.store.claim(run.crm, size, now=self._clock()),  # type: ignore[misc]
+                lambda size=size: self.store.claim(  # type: ignore[misc]
+                    run.crm, size, now=self._clock(), ids=run.only
+                ),
             )
             if claim is None:
                 return
@@ -417,13 +466,22 @@ class Engine:
                 run.progress(run.report)
 
     async def _process(self, run: _Run, claim: Claim) -> None:
+        unchanged = await self._unchanged(run, claim)
+        done = {outcome.contact_id for outcome in unchanged}
+        to_send = [c for c in claim.contacts if c.id not in done]
         reported = ReportedOutcomes(claim.contacts)
+        reported.add(unchanged)
         held, pushed = [claim], asyncio.Event()
         heartbeat = asyncio.create_task(self._keep_claimed(run, held, pushed, reported))
         try:
-            outcomes = await collect_outcomes(
-                run.adapter, claim.contacts, crm=run.crm, reported=reported
-            )
+            outcomes = [
+                *unchanged,
+                *(
+                    await collect_outcomes(run.adapter, to_send, crm=run.crm, reported=reported)
+                    if to_send
+                    else []
+                ),
+            ]
         except FatalError as exc:
             # What the CRM answered before stands; only the contacts it did not answer go back.
             run.fatal = run.fatal or exc
@@ -456,6 +514,33 @@ class Engine:
         reported.closed = True
         await self._settle(run, held, pushed, heartbeat, outcomes)
 
+    async def _unchanged(self, run: _Run, claim: Claim) -> list[Synced]:
+        """Change detection: fingerprint each claimed contact's payload, and complete without a request
+        those a user re-selected whose payload is the one last delivered."""
+        if run.spec.payload is None:
+            return []
+        from .changes import payload_fingerprint
+
+        for contact in claim.contacts:
+            value = payload_fingerprint(run.spec, run.settings, contact)
+            if value is not None:
+                run.fingerprints[contact.id] = value
+        wanted = [c.id for c in claim.contacts if c.id in run.fingerprints]
+        if not wanted:
+            return []
+        try:
+            stored = await self.store.fingerprints(run.crm, wanted)
+        except StoreError as exc:
+            # Not knowing what was delivered only costs requests: send them.
+            logger.warning("%s: could not read fingerprints, sending: %s", run.crm, exc)
+            return []
+        done = []
+        for contact_id, known in stored.items():
+            if known.reselected and known.fingerprint == run.fingerprints.get(contact_id):
+                run.unchanged[contact_id] = known.delivered_at
+                done.append(Synced(contact_id))
+        return done
+
     async def _settle(
         self,
         run: _Run,
@@ -478,6 +563,9 @@ class Engine:
             result = await self._with_database(
                 run, "record results", lambda: self.store.record(claim, resolutions, now=now)
             )
+            for contact_id in contacts:
+                run.fingerprints.pop(contact_id, None)
+                run.unchanged.pop(contact_id, None)
             if result is not None:
                 run.report.stale += result.stale
                 written = [r for r in resolutions if r.contact_id in result.written_ids]
@@ -589,6 +677,18 @@ class Engine:
         run.report.failed += results.count("failed")
 
     def _resolve(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
+        since = run.unchanged.get(contact.id) if isinstance(outcome, Synced) else None
+        if since is not None:
+            # Nothing was sent, so there is nothing to confirm either.
+            from .changes import unchanged_reason
+
+            return Resolution(
+                contact.id,
+                Event.SUCCEED,
+                error=unchanged_reason(since),
+                fingerprint=run.fingerprints.get(contact.id),
+                unchanged=True,
+            )
         if isinstance(outcome, Synced) and run.settings.sync_confirm:
             return Resolution(
                 contact.id,
@@ -602,6 +702,7 @@ class Engine:
                 Event.SUCCEED,
                 remote_id=outcome.remote_id,
                 fallback_id=outcome.fallback_id,
+                fingerprint=run.fingerprints.get(contact.id),
             )
         if isinstance(outcome, Skipped):
             return Resolution(contact.id, Event.SKIP_BY_ADAPTER, error=_clip(outcome.reason))
@@ -628,6 +729,8 @@ class Engine:
         """Count one written result in the report (what was not written is not counted)."""
         if resolution.event is Event.AWAIT:
             report.awaiting += 1
+        elif isinstance(outcome, Synced) and resolution.unchanged:
+            report.unchanged += 1
         elif isinstance(outcome, Synced):
             report.synced += 1
         elif isinstance(outcome, Skipped):
@@ -653,7 +756,7 @@ class Engine:
             return
         email = run.settings.sync_failure_notification_email
         for r in resolutions:
-            if r.event is Event.SUCCEED and wants_synced:
+            if r.event is Event.SUCCEED and wants_synced and not r.unchanged:
                 self._notify(
                     "contact_synced",
                     crm=run.crm,

@@ -30,6 +30,7 @@ __all__ = [
     "RecordResult",
     "Resolution",
     "StatusSummary",
+    "StoredFingerprint",
 ]
 
 
@@ -70,6 +71,19 @@ class StatusSummary:
     paused_since: datetime | None = None
     #: when the paused CRM is probed next
     probe_at: datetime | None = None
+    #: Complete contacts changed (``updated_at``) since their last delivery or check: what
+    #: ``Engine.queue_changed`` compares next (``None``: no ``updated_at`` or no fingerprint table)
+    out_of_date: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFingerprint:
+    """What crmsync remembers of a contact's last delivery to one CRM (change detection)."""
+
+    fingerprint: str
+    delivered_at: datetime
+    #: the contact's current queueing is a user's re-selection of it while it was ``Complete``
+    reselected: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,10 @@ class Resolution:
     next_attempt_at: datetime | None = None
     #: recorded as the remote id only when the CRM gave none and none is recorded yet
     fallback_id: str | None = None
+    #: change detection: the fingerprint of the payload delivered (success only)
+    fingerprint: str | None = None
+    #: completed without a request: the payload is the one delivered before
+    unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +165,17 @@ class Queue(Protocol):
         """The fleet's ledger of request slots (only asked for when :attr:`shares_rate_limits`)."""
         ...
 
-    async def claim(self, crm: str, limit: int, *, now: datetime) -> Claim:
-        """Take up to ``limit`` due contacts and mark them ``Processing``."""
+    async def claim(
+        self, crm: str, limit: int, *, now: datetime, ids: Sequence[ContactId] | None = None
+    ) -> Claim:
+        """Take up to ``limit`` due contacts and mark them ``Processing`` (only ``ids``, queued ones
+        due or not, when given)."""
+        ...
+
+    async def fingerprints(
+        self, crm: str, ids: Iterable[ContactId | str]
+    ) -> Mapping[ContactId, StoredFingerprint]:
+        """What was last delivered to ``crm`` for each of ``ids`` (change detection; may be empty)."""
         ...
 
     async def record(

@@ -22,6 +22,8 @@ class RunReport:
     duration_seconds: float = 0.0
     claimed: int = 0
     synced: int = 0
+    #: completed without a request: re-selected, and unchanged since their last delivery
+    unchanged: int = 0
     skipped: int = 0
     #: transient failures queued again for a later attempt
     retrying: int = 0
@@ -54,7 +56,7 @@ class RunReport:
 
     @property
     def processed(self) -> int:
-        return self.synced + self.skipped + self.retrying + self.failed
+        return self.synced + self.unchanged + self.skipped + self.retrying + self.failed
 
     def _sample(self, kind: str, reason: str) -> None:
         self.errors_by_kind[kind] += 1
@@ -69,6 +71,7 @@ class RunReport:
             "duration_seconds": round(self.duration_seconds, 3),
             "claimed": self.claimed,
             "synced": self.synced,
+            "unchanged": self.unchanged,
             "skipped": self.skipped,
             "retrying": self.retrying,
             "failed": self.failed,

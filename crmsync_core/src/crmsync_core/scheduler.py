@@ -78,8 +78,13 @@ async def schedule_sync_jobs(
     crms: Iterable[str] | None = None,
     *,
     wake_on_queue: str | None = None,
+    changed: bool = False,
 ) -> dict[str, Any]:
     """Add (or replace) a sync job on ``scheduler`` (an ``AsyncIOScheduler``) for each CRM in ``crms``.
+
+    With ``changed=True`` each run first re-queues the ``Complete`` contacts whose payload changed since
+    their delivery (:meth:`Engine.queue_changed`, for adapters that declare their payload), so that the
+    CRM follows the table.
 
     ``crms`` defaults to every CRM with an installed adapter and columns in the store's layout. A CRM
     that is not configured (its API key or URL is missing, or its settings are invalid) is not
@@ -109,7 +114,7 @@ async def schedule_sync_jobs(
             _run,
             trigger="interval",
             minutes=settings.sync_scheduler_interval_minutes,
-            args=(engine, crm, wake),
+            args=(engine, crm, wake, changed),
             id=job_id(crm),
             name=f"crmsync: sync {crm}",
             max_instances=settings.sync_scheduler_max_instances,
@@ -172,7 +177,15 @@ async def _configuration_problem(engine: Engine, crm: str) -> str | None:
     return None
 
 
-async def _run(engine: Engine, crm: str, wake: _Wake | None = None) -> None:
+async def _run(engine: Engine, crm: str, wake: _Wake | None = None, changed: bool = False) -> None:
+    if changed and engine.registry.get(crm).payload is not None:
+        try:
+            scan = await engine.queue_changed(crm)
+        except CrmsyncError as exc:
+            logger.error("%s: the change scan failed: %s", crm, exc)
+        else:
+            if scan.requeued:
+                logger.info("%s sync: %d changed contacts re-queued", crm, scan.requeued)
     while True:
         if wake is not None:
             wake.running.add(crm)

@@ -167,6 +167,9 @@ class SummaryResponse(BaseModel):
     retrying: int
     #: seconds the longest-waiting due contact has waited (``null`` when nothing is due)
     oldest_due_seconds: float | None
+    #: Complete contacts changed since their last delivery, not yet compared by ``sync --changed``
+    #: (``null`` when the table has no ``updated_at``)
+    out_of_date: int | None = None
     #: when the circuit breaker paused the CRM after repeated connection errors, timeouts or 5xx
     #: (``null``: not paused); its contacts stay queued, with no attempt used, until a probe succeeds
     paused_since: datetime | None = None
@@ -368,6 +371,7 @@ def sync_router(
             due=summary.due,
             retrying=summary.retrying,
             oldest_due_seconds=summary.oldest_due_seconds,
+            out_of_date=summary.out_of_date,
             paused_since=summary.paused_since,
             probe_at=summary.probe_at,
         )

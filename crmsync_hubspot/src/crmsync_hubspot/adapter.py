@@ -29,7 +29,14 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
+from crmsync_core.contacts import (
+    Contact,
+    Outcome,
+    PermanentFailure,
+    Synced,
+    TransientFailure,
+    invalid_email_reason,
+)
 from crmsync_core.errors import (
     ConfigurationError,
     FatalError,
@@ -364,6 +371,17 @@ def _missing_properties(body: Any, message: str) -> list[str]:
     return list(dict.fromkeys(names)) or ["(unnamed)"]
 
 
+def payload(contact: Contact, settings: HubspotSettings) -> dict[str, Any] | None:
+    """What HubSpot receives for ``contact`` (its properties), for crmsync's change detection; the sync
+    date property is left out (it changes every day, the contact does not). ``None`` for a contact that
+    is not sent (no valid e-mail address)."""
+    if invalid_email_reason(contact.email) is not None:
+        return None
+    properties = contact_properties(contact, settings, date(2000, 1, 1))
+    properties.pop(settings.custom_property_sync_date, None)
+    return properties
+
+
 SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     name="hubspot",
     settings_model=HubspotSettings,
@@ -374,5 +392,6 @@ SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     partial_success=True,
     sandbox="crmsync_hubspot.fake:make_sandbox",
     check="crmsync_hubspot.account:check",
+    payload=payload,
     description="HubSpot contacts: batch upsert by e-mail, 100 per request",
 )

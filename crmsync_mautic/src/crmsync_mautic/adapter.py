@@ -27,7 +27,14 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
+from crmsync_core.contacts import (
+    Contact,
+    Outcome,
+    PermanentFailure,
+    Synced,
+    TransientFailure,
+    invalid_email_reason,
+)
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url
@@ -466,6 +473,14 @@ def rate_limits(settings: MauticSettings) -> RateLimits:
     return RateLimits((bucket,), LIMIT_HEADERS)
 
 
+def payload(contact: Contact, settings: MauticSettings) -> dict[str, Any] | None:
+    """What Mautic receives for ``contact`` (its item of the batch), for crmsync's change detection;
+    ``None`` for a contact that is not sent (no valid e-mail address)."""
+    if invalid_email_reason(contact.email) is not None:
+        return None
+    return contact_payload(contact, field_aliases=settings.field_aliases, tags=settings.tags)
+
+
 SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     name="mautic",
     settings_model=MauticSettings,
@@ -476,5 +491,6 @@ SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     partial_success=True,
     sandbox="crmsync_mautic.fake:make_sandbox",
     check="crmsync_mautic.account:check",
+    payload=payload,
     description="Mautic (self-hosted): batch upsert by e-mail, HTTP Basic or OAuth 2 auth",
 )

@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "schema": "crmsync_core.cli.schema:schema",
     "status": "crmsync_core.cli.status:status",
     "sync": "crmsync_core.cli.sync:sync",
+    "test": "crmsync_core.cli.test_one:test_one",
     "unselect": "crmsync_core.cli.queue:unselect",
 }
 

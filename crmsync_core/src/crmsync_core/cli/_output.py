@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
+    from ..changes import ChangeScan, DryRun
     from ..queue import StatusSummary
     from ..report import RunReport
 
@@ -76,6 +77,7 @@ def status_tables(summaries: Sequence[StatusSummary], width: int | None = None) 
         table.add_section()
         table.add_row("due now", *(f"{s.due:,}" for s in chunk))
         table.add_row("retrying", *(f"{s.retrying:,}" for s in chunk))
+        table.add_row("out of date", *(_maybe(s.out_of_date) for s in chunk))
         table.add_row("total", *(f"{s.total:,}" for s in chunk))
         tables.append(table)
     return tables
@@ -91,10 +93,16 @@ def summary_as_dict(summary: StatusSummary) -> dict[str, Any]:
         "total": summary.total,
         "due": summary.due,
         "retrying": summary.retrying,
+        "out_of_date": summary.out_of_date,
         "oldest_due_seconds": summary.oldest_due_seconds,
         "paused_since": summary.paused_since.isoformat() if summary.paused_since else None,
         "probe_at": summary.probe_at.isoformat() if summary.probe_at else None,
     }
+
+
+def _maybe(count: int | None) -> str:
+    # None: the table has no updated_at, so crmsync cannot tell cheaply.
+    return "?" if count is None else f"{count:,}"
 
 
 def paused_lines(summaries: Sequence[StatusSummary]) -> list[str]:
@@ -109,8 +117,9 @@ def paused_lines(summaries: Sequence[StatusSummary]) -> list[str]:
 
 def report_line(report: RunReport) -> str:
     """The line that says what a run did."""
+    unchanged = f"unchanged {report.unchanged:,}, " if report.unchanged else ""
     line = (
-        f"{report.crm}: synced {report.synced:,}, skipped {report.skipped:,}, "
+        f"{report.crm}: synced {report.synced:,}, {unchanged}skipped {report.skipped:,}, "
         f"retrying {report.retrying:,}, failed {report.failed:,} in {report.duration_seconds:.1f} s"
     )
     if report.released:
@@ -137,6 +146,38 @@ def print_report(report: RunReport, as_json: bool) -> bool:
     if failure:
         click.echo(f"error: {one_line(failure)}", err=True)
     return failure is not None
+
+
+def print_scan(scan: ChangeScan, as_json: bool) -> None:
+    """What ``sync --changed`` re-queued for one CRM."""
+    if as_json:
+        click.echo(json.dumps({"changed": scan.as_dict()}))
+        return
+    click.echo(
+        f"{scan.crm}: {scan.requeued:,} changed contacts re-queued ({scan.scanned:,} compared, "
+        f"{scan.unchanged:,} unchanged) in {scan.duration_seconds:.1f} s"
+    )
+
+
+def print_dry_run(run: DryRun, as_json: bool) -> None:
+    """A dry run's requests: a heading per CRM, then each request's method, URL, headers and body."""
+    if as_json:
+        click.echo(json.dumps({"dry_run": run.as_dict()}, default=str))
+        return
+    unchanged = f", {len(run.unchanged):,} unchanged (no request)" if run.unchanged else ""
+    click.echo(
+        f"{run.crm}: {run.due:,} due{unchanged}; {len(run.requests):,} requests would be sent"
+    )
+    if run.stopped:
+        click.echo(f"error: {one_line(run.stopped)}", err=True)
+    for request in run.requests:
+        click.echo(f"\n{request.method} {request.url}")
+        for name, value in request.headers.items():
+            click.echo(f"{name}: {value}")
+        if request.body is not None:
+            body = request.body
+            text = body if isinstance(body, str) else json.dumps(body, indent=2, default=str)
+            click.echo(f"\n{text}")
 
 
 class RunProgress:

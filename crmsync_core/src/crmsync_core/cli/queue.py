@@ -42,6 +42,11 @@ def _filter_fields() -> str:
     help="Queue by filter instead of ids (repeatable): " + _filter_fields() + ".",
 )
 @click.option("--system", is_flag=True, help="Queue as the system (status Queued, not Selected).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send even contacts unchanged since their last delivery (default: completed unsent).",
+)
 @shared_options
 @pass_options
 @run_async
@@ -52,6 +57,7 @@ async def queue(
     ids_file: Any,
     filters: tuple[str, ...],
     system: bool,
+    force: bool,
 ) -> None:
     """Queue contacts for a CRM, by id or by filter.
 
@@ -72,10 +78,10 @@ async def queue(
     async with options.open_store(layout=layout) as store:
         if chosen is not None:
             await _refuse_missing(store, crm, chosen, "queued")
-            result = await store.queue(crm, chosen, by_system=system)
+            result = await store.queue(crm, chosen, by_system=system, force=force)
         else:
             assert contact_filter is not None
-            result = await store.queue_where(crm, contact_filter, by_system=system)
+            result = await store.queue_where(crm, contact_filter, by_system=system, force=force)
     click.echo(
         json.dumps(
             {

@@ -25,16 +25,19 @@ from ..queue import (
 )
 from .budget import BudgetMixin, SlotLedger
 from .confirmations import CONFIRMATION_TABLE, ConfirmationsMixin, confirmation_table
+from .fingerprints import FingerprintsMixin
 from .host import HostQueueMixin
 from .leases import LeasesMixin
 from .notify import QueueListener
 from .schema import (
     CIRCUIT_TABLE,
+    FINGERPRINT_TABLE,
     RATE_LIMIT_TABLE,
     DatabaseInspection,
     circuit_table,
     database_engine,
     default_table,
+    fingerprint_table,
     inspect_database,
     missing_columns_sql,
     rate_limit_table,
@@ -46,6 +49,7 @@ from .schema import (
 __all__ = [
     "CIRCUIT_TABLE",
     "CONFIRMATION_TABLE",
+    "FINGERPRINT_TABLE",
     "RATE_LIMIT_TABLE",
     "CircuitState",
     "Claim",
@@ -62,6 +66,7 @@ __all__ = [
     "confirmation_table",
     "database_engine",
     "default_table",
+    "fingerprint_table",
     "inspect_database",
     "missing_columns_sql",
     "rate_limit_table",
@@ -71,5 +76,5 @@ __all__ = [
 ]
 
 
-class Store(HostQueueMixin, LeasesMixin, BudgetMixin, ConfirmationsMixin):
+class Store(HostQueueMixin, LeasesMixin, BudgetMixin, ConfirmationsMixin, FingerprintsMixin):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""

@@ -21,10 +21,11 @@ from ..status import SELECTABLE, Event, ProcessingStatus, SyncStatus
 from .base import ID_CHUNK, _aware, _enum_value, _utcnow
 from .circuits import CircuitsMixin
 from .filters import FiltersMixin
+from .fingerprints import FingerprintsMixin
 from .notify import NotifyMixin
 
 
-class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
+class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin, FingerprintsMixin):
     """Queue operations take an optional ``connection``: given one, they run inside the caller's
     transaction (and do not commit), so a host can queue contacts atomically with its own writes."""
 
@@ -77,6 +78,7 @@ class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
         by_system: bool = False,
         connection: AsyncConnection | None = None,
         now: datetime | None = None,
+        force: bool = False,
     ) -> QueueResult:
         """Queue contacts by id for ``crm``. Contacts with no e-mail address are skipped with that reason;
         contacts already queued or in flight are counted and left alone; unknown ids are counted. All or
@@ -84,7 +86,9 @@ class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
         accounted for, even while another transaction queues the same contacts: ``queued +
         already_queued + skipped + not_found`` is the number of distinct ids given.
 
-        ``by_system`` puts contacts straight into ``Queued`` rather than the user's ``Selected``.
+        ``by_system`` puts contacts straight into ``Queued`` rather than the user's ``Selected``. A user's
+        re-selection of a ``Complete`` contact whose payload has not changed since its delivery is
+        completed by the engine without a request, unless ``force`` is true.
         """
         # In id order: two operations on overlapping ids then lock them in the same order.
         wanted = sorted(self._parse_ids(ids))
@@ -94,7 +98,9 @@ class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
                 chunk = wanted[start : start + ID_CHUNK]
                 where = self._id_column.in_(chunk)
                 found = await self._lock_matching(conn, where)
-                part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
+                part = await self._queue_where(
+                    conn, crm, where, by_system=by_system, now=now, force=force
+                )
                 total = total + self._accounted(part, found, len(chunk))
             await self._notify_queued(conn, crm, total.queued)
         return total
@@ -107,13 +113,16 @@ class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
         by_system: bool = False,
         connection: AsyncConnection | None = None,
         now: datetime | None = None,
+        force: bool = False,
     ) -> QueueResult:
         """Queue every contact that matches ``contact_filter``, in set-based statements: the matching rows
-        are never loaded into Python."""
+        are never loaded into Python. ``by_system`` and ``force`` as in :meth:`queue`."""
         where = self._filter_clause(crm, contact_filter)
         async with self._transaction(connection) as conn:
             found = await self._lock_matching(conn, where)
-            part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
+            part = await self._queue_where(
+                conn, crm, where, by_system=by_system, now=now, force=force
+            )
             await self._notify_queued(conn, crm, part.queued)
         return self._accounted(part, found, found)
 
@@ -171,12 +180,16 @@ class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
         *,
         by_system: bool,
         now: datetime | None,
+        force: bool = False,
     ) -> QueueResult:
         c = self._crm(crm)
         now = now or _utcnow()
         email = self.table.c[self.layout.fields["email"]]
         no_email = sa.or_(email.is_(None), sa.func.trim(email) == "")
         selectable = c.sync.in_([s.value for s in SELECTABLE])
+        await self._mark_reselected(
+            conn, c, sa.and_(where, selectable, sa.not_(no_email)), user=not (by_system or force)
+        )
 
         skip_condition, skip_values = self._transition(c, Event.SKIP)
         skipped = await conn.execute(
@@ -229,6 +242,7 @@ class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
         for status, count in rows:
             counts[SyncStatus(_enum_value(status))] += int(count)
         oldest = _aware(due_row[1])
+        out_of_date = await self._out_of_date(c)
         paused = await self.circuit(crm)
         return StatusSummary(
             crm=crm,
@@ -239,6 +253,7 @@ class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
             oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else None,
             paused_since=paused.opened_at if paused else None,
             probe_at=paused.probe_at if paused else None,
+            out_of_date=out_of_date,
         )
 
     async def states(

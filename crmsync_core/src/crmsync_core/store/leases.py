@@ -18,26 +18,35 @@ from ..queue import (
     Resolution,
 )
 from ..status import Event, ProcessingStatus
-from .base import ID_CHUNK, StoreBase, _Crm, _enum_value
+from .base import ID_CHUNK, _Crm, _enum_value
+from .fingerprints import FingerprintsMixin
 
 #: outcomes per UPDATE ... FROM (VALUES ...) statement (up to 5 parameters each)
 RECORD_CHUNK = 1_000
 
 
-class LeasesMixin(StoreBase):
+class LeasesMixin(FingerprintsMixin):
     # -- the engine's operations ---------------------------------------------------------------------
 
-    async def claim(self, crm: str, limit: int, *, now: datetime) -> Claim:
+    async def claim(
+        self, crm: str, limit: int, *, now: datetime, ids: Sequence[ContactId] | None = None
+    ) -> Claim:
         """Take up to ``limit`` due contacts for ``crm`` and mark them ``Processing``, in one statement.
 
         On PostgreSQL the due rows are selected ``FOR UPDATE SKIP LOCKED``, so concurrent workers never
-        claim the same contact.
+        claim the same contact. ``ids`` claims only those contacts, queued ones whether due or not (a
+        test send asked for now).
         """
         c = self._crm(crm)
         condition, values = self._transition(c, Event.CLAIM)
+        if ids is not None:
+            wanted = self._id_column.in_(self._parse_ids(ids))
+            due_now = sa.and_(c.processing == ProcessingStatus.QUEUED.value, wanted)
+        else:
+            due_now = self._due(c, now)
         due = (
             sa.select(self._id_column)
-            .where(self._due(c, now), condition)
+            .where(due_now, condition)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -93,6 +102,8 @@ class LeasesMixin(StoreBase):
                         c, event, claim, group[start : start + RECORD_CHUNK], now
                     )
                     written.update(row[0] for row in await conn.execute(statement))
+            # Same transaction: a contact is Complete with its fingerprint, or neither.
+            await self._record_fingerprints(conn, claim.crm, resolutions, written, now)
         return RecordResult(frozenset(written), len(resolutions) - len(written))
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:

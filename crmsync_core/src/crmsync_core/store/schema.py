@@ -101,6 +101,9 @@ def default_table(layout: Layout, metadata: sa.MetaData | None = None) -> sa.Tab
     table = sa.Table(layout.table, metadata, *columns, schema=layout.schema)
     for names in layout.crms.values():
         _crm_indexes(table, names)
+    # crmsync's own table, created with the contacts table (create_all, `crmsync schema --apply`).
+    if _qualified(FINGERPRINT_TABLE, layout.schema) not in metadata.tables:
+        fingerprint_table(metadata, schema=layout.schema)
     sa.Index(f"ix_{layout.table}_email", table.c.email)
     return table
 
@@ -152,6 +155,10 @@ def schema_sql(layout: Layout, dialect: str = "postgresql") -> str:
         str(sa.schema.CreateIndex(index).compile(dialect=target)).strip() + ";"
         for index in sorted(table.indexes, key=lambda i: str(i.name))
     ]
+    fingerprints = table.metadata.tables[_qualified(FINGERPRINT_TABLE, layout.schema)]
+    statements.append(
+        str(sa.schema.CreateTable(fingerprints).compile(dialect=target)).strip() + ";"
+    )
     return "\n\n".join(statements) + "\n"
 
 
@@ -168,6 +175,7 @@ async def schema_sql_for(database: str | AsyncEngine, layout: Layout) -> str:
             if not exists:
                 return schema_sql(layout, engine.dialect.name)
             statements = await conn.run_sync(missing_columns_sql, table)
+            statements += await conn.run_sync(_missing_fingerprint_table_sql, layout.schema)
     except CONNECTION_ERRORS as exc:
         raise unreachable(engine, exc) from None
     finally:
@@ -193,12 +201,45 @@ def scrapersky_migration_sql(table: str = "contacts") -> str:
             f"({names.processing_status}, {names.next_attempt_at}) "
             f"WHERE {names.processing_status} IS NOT NULL;"
         )
+    # crmsync's own table of delivered payloads (change detection): the contacts table gains nothing.
+    create = sa.schema.CreateTable(fingerprint_table(), if_not_exists=True)
+    lines.append(str(create.compile(dialect=dialect)).strip() + ";")
     lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
 
 
 RATE_LIMIT_TABLE = "crmsync_rate_slots"
 CIRCUIT_TABLE = "crmsync_circuits"
+FINGERPRINT_TABLE = "crmsync_fingerprints"
+
+
+def fingerprint_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
+    """crmsync's own table of delivered payloads: per CRM and contact, the fingerprint of what was last
+    delivered and when (see :mod:`crmsync_core.changes`). The contacts table stays as it is."""
+    return sa.Table(
+        FINGERPRINT_TABLE,
+        metadata or sa.MetaData(),
+        sa.Column("crm", sa.String(64), primary_key=True),
+        # Text, whatever the contacts table's id type: the table fits every host.
+        sa.Column("contact_id", sa.String(255), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=False),
+        # the last time crmsync knew the CRM to hold this payload (a delivery, or a comparison)
+        sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reselected", sa.Boolean, nullable=False, server_default=sa.false()),
+        schema=schema,
+    )
+
+
+def _qualified(name: str, schema: str | None) -> str:
+    return f"{schema}.{name}" if schema else name
+
+
+def _missing_fingerprint_table_sql(sync_conn: sa.Connection, schema: str | None) -> list[str]:
+    if sa.inspect(sync_conn).has_table(FINGERPRINT_TABLE, schema=schema):
+        return []
+    create = sa.schema.CreateTable(fingerprint_table(schema=schema))
+    return [str(create.compile(dialect=sync_conn.dialect)).strip()]
 
 
 def circuit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:

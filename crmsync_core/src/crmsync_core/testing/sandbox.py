@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -110,6 +111,13 @@ class SandboxAdapter:
         return None
 
 
+def sandbox_payload(contact: Contact, settings: SandboxSettings) -> dict[str, Any] | None:
+    """What a sandbox CRM that keeps e-mail and name would receive: for change-detection tests."""
+    if invalid_email_reason(contact.email) is not None:
+        return None
+    return {"email": contact.email, "name": contact.name}
+
+
 def sandbox_adapter_spec(
     crm: SandboxCrm | None = None,
     *,
@@ -117,8 +125,10 @@ def sandbox_adapter_spec(
     max_batch_size: int = 100,
     rate_limit: RateLimit | None = None,
     remote_id_column: str | None = None,
+    payload: Callable[[Contact, SandboxSettings], Mapping[str, Any] | None] | None = None,
 ) -> AdapterSpec[SandboxSettings]:
-    """An adapter spec bound to ``crm`` (a fresh :class:`SandboxCrm` by default)."""
+    """An adapter spec bound to ``crm`` (a fresh :class:`SandboxCrm` by default). ``payload`` turns on
+    change detection (e.g. :func:`sandbox_payload`, the fields the sandbox receives)."""
     target = crm or SandboxCrm()
 
     def sandbox(options: SandboxOptions) -> Sandbox[SandboxSettings]:
@@ -135,5 +145,6 @@ def sandbox_adapter_spec(
         partial_success=True,
         remote_id_column=remote_id_column,
         sandbox=sandbox,
+        payload=payload,
         description="an in-memory CRM for demos, tests and benchmarks",
     )
