@@ -22,7 +22,6 @@ PACKAGES = (
     "fastapi",
     "starlette",
     "anyio",
-    "tenacity",
     "click",
     "apscheduler",
     "asyncpg",
