@@ -9,7 +9,7 @@ left alone and no code path can make a change the table lacks.
 One module per concept: :mod:`.schema` (tables, DDL, migrations, reflection, inspection), :mod:`.base`
 (engine, transactions, the status machine's statements), :mod:`.host` (the host's queue API),
 :mod:`.filters`, :mod:`.leases` (the worker's claims), :mod:`.budget` (shared request budgets),
-:mod:`.circuits` (the circuit breaker). The result types live in the SQL-free :mod:`crmsync_core.queue`.
+:mod:`.circuits` (the circuit breaker), :mod:`.history` (run history). The result types live in the SQL-free :mod:`crmsync_core.queue`.
 """
 
 from __future__ import annotations
@@ -24,15 +24,20 @@ from ..queue import (
     StatusSummary,
 )
 from .budget import BudgetMixin, SlotLedger
+from .history import HistoryMixin
 from .host import HostQueueMixin
 from .leases import LeasesMixin
 from .schema import (
+    ATTEMPTS_TABLE,
     CIRCUIT_TABLE,
     RATE_LIMIT_TABLE,
+    RUNS_TABLE,
     DatabaseInspection,
     circuit_table,
     database_engine,
     default_table,
+    history_sql,
+    history_tables,
     inspect_database,
     missing_columns_sql,
     rate_limit_table,
@@ -42,8 +47,10 @@ from .schema import (
 )
 
 __all__ = [
+    "ATTEMPTS_TABLE",
     "CIRCUIT_TABLE",
     "RATE_LIMIT_TABLE",
+    "RUNS_TABLE",
     "CircuitState",
     "Claim",
     "ContactState",
@@ -57,6 +64,8 @@ __all__ = [
     "circuit_table",
     "database_engine",
     "default_table",
+    "history_sql",
+    "history_tables",
     "inspect_database",
     "missing_columns_sql",
     "rate_limit_table",
@@ -66,5 +75,5 @@ __all__ = [
 ]
 
 
-class Store(HostQueueMixin, LeasesMixin, BudgetMixin):
+class Store(HostQueueMixin, LeasesMixin, BudgetMixin, HistoryMixin):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""
