@@ -8,6 +8,7 @@ read-only commands work with a read-only role and on a database that never ran a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ from .schema import history_tables
 
 if TYPE_CHECKING:
     from ..report import RunReport
+
+logger = logging.getLogger("crmsync.history")
 
 #: the attempt outcome each recorded event stands for
 _OUTCOMES: dict[Event, str] = {
@@ -67,8 +70,25 @@ class HistoryMixin(StoreBase):
                     async with self._transaction(None) as conn:
                         await conn.run_sync(table.create, checkfirst=True)
                 except (sa_exc.IntegrityError, sa_exc.ProgrammingError):
-                    # Another worker created it between our check and our CREATE.
+                    # Another worker created it between our check and our CREATE (or this role may
+                    # not create tables: checked below).
                     pass
+            async with self._transaction(None) as conn:
+                present = await conn.run_sync(
+                    lambda c: all(
+                        sa.inspect(c).has_table(t.name, schema=t.schema) for t in (runs, attempts)
+                    )
+                )
+            if not present:
+                # History must never stop a sync: without its tables, it is off for this store.
+                logger.warning(
+                    "run history is off: this database role cannot create %s and %s (create them "
+                    "with the SQL of `crmsync schema`, or set CRMSYNC_HISTORY=off)",
+                    runs.name,
+                    attempts.name,
+                )
+                self._history_settings = self.history_settings.model_copy(update={"history": False})
+                raise StoreError("the run history's tables do not exist")
             self._history_tables = runs, attempts
         return self._history_tables
 
@@ -94,8 +114,11 @@ class HistoryMixin(StoreBase):
             .values(crm=crm, worker=worker[:200], started_at=self._moment(now))
             .returning(runs.c.id)
         )
-        async with self._transaction(None) as conn:
-            return int((await conn.execute(statement)).scalar_one())
+        try:
+            async with self._transaction(None) as conn:
+                return int((await conn.execute(statement)).scalar_one())
+        except sa_exc.DBAPIError as exc:
+            raise StoreError(f"could not keep the run: {_first_line(exc)}") from exc
 
     async def finish_run(self, run_id: int, report: RunReport, *, now: datetime) -> None:
         """Write what the run did into its row."""
@@ -122,8 +145,11 @@ class HistoryMixin(StoreBase):
                 else None,
             )
         )
-        async with self._transaction(None) as conn:
-            await conn.execute(statement)
+        try:
+            async with self._transaction(None) as conn:
+                await conn.execute(statement)
+        except sa_exc.DBAPIError as exc:
+            raise StoreError(f"could not write the run: {_first_line(exc)}") from exc
 
     async def _record_attempts(
         self,
@@ -206,6 +232,46 @@ class HistoryMixin(StoreBase):
         ]
         for start in range(0, len(values), _SQLITE_CHUNK):
             await conn.execute(sa.insert(attempts), values[start : start + _SQLITE_CHUNK])
+
+    def _with_attempts(
+        self,
+        update: Any,
+        outcome: Any,
+        event: Event,
+        crm: str,
+        run_id: int | None,
+        now: datetime,
+        payloads: bool,
+    ) -> Any:
+        """``update`` (an outcome statement joined to the ``outcome`` rows) as a data-modifying CTE whose
+        written rows are inserted as attempts; the statement returns the written ids (PostgreSQL)."""
+        id_column = self.table.c[self.layout.id_column]
+        if self._history_tables is None or event not in _OUTCOMES:
+            return update.returning(id_column)
+        _, attempts = self._history_tables
+        returned = [
+            id_column.label("written_id"),
+            outcome.c.error.label("reason"),
+            outcome.c.status_code.label("status_code"),
+        ]
+        if payloads:
+            returned += [outcome.c.request.label("request"), outcome.c.response.label("response")]
+        updated = update.returning(*returned).cte("updated")
+        names = ["run_id", "contact_id", "crm", "at", "outcome", "status_code", "reason"]
+        selected: list[Any] = [
+            sa.literal(run_id, sa.BigInteger),
+            sa.cast(updated.c.written_id, sa.Text),
+            sa.literal(crm, sa.String),
+            sa.literal(self._moment(now), sa.DateTime(timezone=True)),
+            sa.literal(_OUTCOMES[event], sa.String),
+            updated.c.status_code,
+            sa.cast(updated.c.reason, sa.Text),
+        ]
+        if payloads:
+            names += ["request", "response"]
+            selected += [updated.c.request, updated.c.response]
+        insert = sa.insert(attempts).from_select(names, sa.select(*selected)).cte("kept")
+        return sa.select(updated.c.written_id).add_cte(insert)
 
     async def prune_history(self, *, now: datetime) -> int:
         """Delete runs and attempts older than the retention (``CRMSYNC_HISTORY_RETENTION_DAYS``); the
@@ -318,6 +384,10 @@ class HistoryMixin(StoreBase):
             if _missing_table(exc):
                 return []  # no table yet: no run was ever recorded here
             raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
 
 
 def _missing_table(exc: Exception) -> bool:
