@@ -119,7 +119,7 @@ def test_attribute_names_come_from_settings() -> None:
         attribute_lastname="LNAME",
         attribute_has_gmail="",
     )
-    mapped = map_contact(scrapersky_contact(), AttributeNames.from_settings(settings))
+    mapped = map_contact(scrapersky_contact(), settings.attribute_names)
     assert mapped.attributes["FNAME"] == "Anna"
     assert mapped.attributes["LNAME"] == "Maria Müller"
     assert "FIRSTNAME" not in mapped.attributes

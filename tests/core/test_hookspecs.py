@@ -36,6 +36,7 @@ def hooks_section() -> str:
 def test_the_hooks_are_the_ones_we_know() -> None:
     assert HOOKS == [
         "check_crm",
+        "contact_confirmed",
         "contact_failed",
         "contact_synced",
         "queue_measured",

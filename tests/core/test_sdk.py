@@ -15,7 +15,7 @@ from pydantic_settings import SettingsConfigDict
 from crmsync_core.adapter import AdapterContext, ReportedOutcomes, collect_outcomes
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Skipped, Synced
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
-from crmsync_core.sdk import BatchAdapter, Sent
+from crmsync_core.sdk import BatchAdapter, Sent, cut, json_bytes
 from crmsync_core.settings import SyncSettings
 
 
@@ -225,3 +225,75 @@ async def test_without_bisection_a_whole_batch_rejection_fails_its_contacts() ->
     )
     assert len(seen) == 1
     assert all(isinstance(o, PermanentFailure) and "bad batch" in o.reason for o in outcomes)
+
+
+class EveryRow(DemoAdapter):
+    def item_key(self, contact: Contact) -> str:
+        return str(contact.id)
+
+    def outcomes(self, response: httpx.Response, sent: Sequence[Sent]) -> list[Outcome]:
+        return [Synced(s.contact.id, "7") for s in sent]  # a webhook: one answer for all
+
+
+async def test_an_item_key_of_the_contact_id_sends_every_row() -> None:
+    contacts = [Contact(id=1, email="ada@example.com"), Contact(id=2, email="ADA@example.com")]
+    outcomes, _, seen = await push(accept_all, contacts, adapter=EveryRow)
+    assert [json.loads(r.content) for r in seen] == [
+        [{"email": "ada@example.com"}, {"email": "ADA@example.com"}]
+    ]
+    assert outcomes == [Synced(1, "7"), Synced(2, "7")]
+
+
+async def test_a_token_in_the_base_urls_query_never_shows_in_errors() -> None:
+    settings = DemoSettings(base_url="https://demo.test/api?sig=s3cr3t-signature")
+    with pytest.raises(FatalError) as raised:
+        await push(
+            lambda r: httpx.Response(404, text=f"no route {r.url}"), people(1), settings=settings
+        )
+    assert "s3cr3t-signature" not in str(raised.value)
+
+
+def test_cut_keeps_each_run_within_the_size_and_the_budget() -> None:
+    words = ["aaaa", "bb", "cc", "dddddddd", "e", "f", "g"]
+    assert cut(words, 3) == [["aaaa", "bb", "cc"], ["dddddddd", "e", "f"], ["g"]]
+    # 6 "bytes" a run: a word over the budget goes alone
+    assert cut(words, 10, budget=6, cost=len) == [
+        ["aaaa", "bb"],
+        ["cc"],
+        ["dddddddd"],
+        ["e", "f", "g"],
+    ]
+
+
+class Bulk(DemoAdapter):
+    """Above 4 items a push goes to a bulk endpoint in one request; a refused bulk request falls back
+    to the ordinary batches."""
+
+    async def deliver(self, items: Sequence[Sent]) -> list[Outcome]:
+        if len(items) <= 4:
+            return await super().deliver(items)
+        return await self.send_all([items], self.bulk)
+
+    async def bulk(self, sent: Sequence[Sent]) -> list[Outcome]:
+        body = {"emails": [s.item["email"] for s in sent]}
+        response = await self.client.request("POST", "/bulk", content=json_bytes(body))
+        if response.status_code == 400:
+            return await super().deliver(sent)
+        return [Synced(s.contact.id, "bulk") for s in sent]
+
+
+async def test_a_push_can_take_another_route_and_fall_back() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/bulk"):
+            refused = b"p9@" in request.content
+            return httpx.Response(400 if refused else 202)
+        return accept_all(request)
+
+    outcomes, reported, seen = await push(handle, people(5), adapter=Bulk)
+    assert [r.url.path for r in seen] == ["/api/bulk"]
+    assert outcomes == [Synced(i, "bulk") for i in range(5)]
+    assert {o.contact_id for o in reported.outcomes()} == set(range(5))
+
+    outcomes, _, seen = await push(handle, people(10), adapter=Bulk)
+    assert [r.url.path for r in seen] == ["/api/bulk"] + ["/api/upsert"] * 4
+    assert outcomes == [Synced(i, "7") for i in range(10)]

@@ -26,7 +26,7 @@ def engine_for(store: Store, registry: Registry, failure_rate: float) -> Engine:
     for crm in CRMS:
         spec = registry.get(crm)
         assert spec.sandbox is not None, f"{crm} ships no sandbox"
-        sandbox = spec.sandbox(SandboxOptions(failure_rate=failure_rate, seed=11))
+        sandbox = spec.make_sandbox(SandboxOptions(failure_rate=failure_rate, seed=11))
         settings[crm] = sandbox.settings.model_copy(
             update={
                 "sync_retry_delay_minutes": 0.0,

@@ -56,4 +56,4 @@ class TestHubspotContract(AdapterContract):
 
 
 def test_the_spec_builds_the_sandbox() -> None:
-    assert SPEC.sandbox is make_sandbox
+    assert SPEC.sandbox_factory() is make_sandbox

@@ -48,8 +48,7 @@ class TestMauticContract(AdapterContract):
 
     @pytest.fixture(params=["oauth2", "basic"])
     def sandbox(self, request: pytest.FixtureRequest) -> Sandbox[Any]:
-        sandbox = SPEC.sandbox(SandboxOptions()) if SPEC.sandbox else None
-        assert sandbox is not None
+        sandbox = SPEC.make_sandbox(SandboxOptions())
         if request.param == "basic":
             fake = sandbox.fake
             sandbox.settings = MauticSettings(

@@ -21,6 +21,7 @@ OPERATIONS = [
     ("POST", "/api/v3/contacts/{crm}/sync/filtered"),
     ("GET", "/api/v3/contacts/{crm}/status/summary"),
     ("PUT", "/api/v3/contacts/crm/select"),
+    ("POST", "/api/v3/contacts/{crm}/sync/confirm"),
 ]
 
 
@@ -29,6 +30,10 @@ def api_schema(
     scrapersky_url: str, registry: Registry, example: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> Any:
     monkeypatch.setenv("API_TOKEN", TOKEN)
+    # The sandbox adapters read SANDBOX_*: confirmed delivery on, so the callback is fuzzed past its
+    # secret (the same token).
+    monkeypatch.setenv("SANDBOX_SYNC_CONFIRM", "true")
+    monkeypatch.setenv("SANDBOX_SYNC_CALLBACK_SECRET", TOKEN)
     app = example.create_app(scrapersky_url, registry=registry)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 

@@ -29,6 +29,9 @@ async def app(
     scrapersky_url: str, registry: Registry, example: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[FastAPI]:
     monkeypatch.setenv("API_TOKEN", TOKEN)
+    # These tests look at what the endpoints write: the app's scheduler must not be woken to sync it
+    # meanwhile (tests/scrapersky/test_wake.py tests that).
+    monkeypatch.setenv("CRMSYNC_WAKE_ON_QUEUE", "off")
     app: FastAPI = example.create_app(scrapersky_url, registry=registry)
     async with app.router.lifespan_context(app):
         yield app

@@ -22,7 +22,7 @@ import httpx
 
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.check import CheckContext, CheckResult, SetupAction
-from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
+from crmsync_core.errors import AuthenticationError, FatalError
 from crmsync_core.http import CrmClient
 from crmsync_core.ratelimit import Limiter
 from crmsync_core.retry import RequestRetry
@@ -63,23 +63,10 @@ def mapped_attributes(settings: BrevoSettings) -> dict[str, str]:
 
 
 def _client(settings: BrevoSettings, context: AdapterContext) -> CrmClient:
-    if settings.api_key is None:
-        raise ConfigurationError(
-            "BREVO_API_KEY is not set: create a v3 API key in Brevo (SMTP & API > API keys) and set "
-            "BREVO_API_KEY"
-        )
-    from .adapter import AUTH_HINT, LIMIT_HEADERS
+    """The client a sync would use: same key, base URL, limits and messages."""
+    from .adapter import BrevoAdapter
 
-    key = settings.api_key.get_secret_value()
-    return CrmClient(
-        context,
-        crm="brevo",
-        base_url=settings.api_base_url,
-        headers={"api-key": key, "accept": "application/json"},
-        secrets=[key],
-        auth_hint=AUTH_HINT,
-        limit_headers=LIMIT_HEADERS,
-    )
+    return BrevoAdapter(settings, context).client
 
 
 async def _attributes(client: CrmClient) -> tuple[dict[str, dict[str, Any]], httpx.Response]:

@@ -18,41 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import dataclasses
 import io
 import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
-from crmsync_core.contacts import (
-    Contact,
-    ContactId,
-    Outcome,
-    PermanentFailure,
-    Synced,
-    TransientFailure,
-    split_sendable,
-)
+from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced
 from crmsync_core.errors import ConfigurationError, FatalError, TransientError
-from crmsync_core.http import CrmClient
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
+from crmsync_core.sdk import BatchAdapter, Sent, Unresolved, cut, json_bytes
 
-from .fake import make_sandbox
 from .mapping import (
-    AttributeNames,
     BrevoContact,
     create_contact_body,
     import_body,
     import_item,
     map_contact,
 )
-from .settings import BrevoSettings
+from .settings import DEFAULT_BASE_URL, BrevoSettings
 
 #: Brevo accepts import bodies up to 10 MB and recommends staying around 8 MB.
 IMPORT_MAX_BYTES = 8_000_000
@@ -70,10 +58,6 @@ AUTH_HINT = (
     "revoked key is refused), and if the key is right, allow this machine's IP address in Brevo's "
     "authorised IPs"
 )
-
-Batch = list[tuple[BrevoContact, ContactId]]
-T = TypeVar("T")
-X = TypeVar("X")
 
 
 #: Brevo's rate-limit headers, on every response (https://developers.brevo.com/docs/limit-headers):
@@ -150,16 +134,21 @@ def parse_email_report(text: str) -> dict[str, str] | None:
     return found or None
 
 
-def _encode(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-class BrevoAdapter:
+class BrevoAdapter(BatchAdapter[BrevoSettings]):
     """Pushes contacts to one Brevo account. Built by :data:`SPEC`'s factory for one run.
 
     ``clock`` and ``sleep`` time the polling of imports; tests pass a manual clock so that nothing
     sleeps for real.
     """
+
+    crm = "brevo"
+    path = "/contacts"
+    base_url_setting = "BREVO_API_BASE_URL"
+    base_url_example = DEFAULT_BASE_URL
+    api_key_setting = "BREVO_API_KEY"
+    limit_headers = LIMIT_HEADERS
+    # Every answer but 404/405 is read by ``outcomes``: one contact per request, nothing to bisect.
+    batch_rejections = frozenset()
 
     def __init__(
         self,
@@ -169,194 +158,156 @@ class BrevoAdapter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if settings.api_key is None:
-            raise ConfigurationError(
-                "BREVO_API_KEY is not set: create a v3 API key in Brevo (SMTP & API > API keys) "
-                "and set BREVO_API_KEY"
-            )
-        key = settings.api_key.get_secret_value()
-        self._settings = settings
-        self._context = context
-        self._log = context.logger
-        self._names = AttributeNames.from_settings(settings)
+        self._names = settings.attribute_names
         self._clock = clock
         self._sleep = sleep
-        self._client = CrmClient(
-            context,
-            crm="brevo",
-            base_url=settings.api_base_url,
-            headers={"api-key": key, "accept": "application/json"},
-            secrets=[key],
-            auth_hint=AUTH_HINT,
-            limit_headers=LIMIT_HEADERS,
-        )
         self._reports: httpx.AsyncClient | None = None
         self._poll_spacing = 3600.0 / settings.other_rate_limit_per_hour
+        self._log = context.logger
+        super().__init__(settings, context)
 
     def __repr__(self) -> str:
-        return f"BrevoAdapter(base_url={self._settings.api_base_url!r}, list_id={self._settings.list_id!r})"
+        return f"BrevoAdapter(base_url={self.settings.api_base_url!r}, list_id={self.settings.list_id!r})"
 
     async def aclose(self) -> None:
         if self._reports is not None:
             await self._reports.aclose()
-        await self._client.aclose()
+        await super().aclose()
 
-    # -- the protocol ---------------------------------------------------------------------------
+    # -- what the SDK asks: single upserts ------------------------------------------------------
 
-    async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
-        sendable, skipped = split_sendable(contacts)
-        outcomes: list[Outcome] = list(skipped)
-        groups: dict[str, list[Contact]] = {}
-        for contact in sendable:
-            assert contact.email is not None
-            groups.setdefault(contact.email.strip().lower(), []).append(contact)
-
-        batch: Batch = []
-        for members in groups.values():
-            if len(members) > 1:
-                self._context.same_contact(members[0].id, [m.id for m in members[1:]])
-            mapped = map_contact(members[0], self._names)
-            for note in mapped.notes:
-                self._log.info("brevo: contact %s: %s", members[0].id, note)
-            batch.append((mapped, members[0].id))
-
-        if len(batch) > self._settings.import_threshold and self._settings.list_id is not None:
-            sent = await self._import_all(batch)
-        else:
-            sent = await self._upsert_all(batch)
-
-        for outcome, members in zip(sent, groups.values(), strict=True):
-            outcomes.append(outcome)
-            outcomes.extend(dataclasses.replace(outcome, contact_id=m.id) for m in members[1:])
-        return outcomes
-
-    # -- single upserts -------------------------------------------------------------------------
-
-    async def _upsert_all(self, batch: Batch) -> list[Outcome]:
-        """``POST /contacts`` for each contact, ``sync_concurrency`` at a time, in ``batch`` order."""
-        return await self._gather(
-            lambda item: self._upsert(*item), batch, self._settings.sync_concurrency
-        )
-
-    async def _upsert(self, contact: BrevoContact, contact_id: ContactId) -> Outcome:
-        list_id = self._settings.list_id
-        try:
-            response = await self._client.request(
-                "POST",
-                "/contacts",
-                content=_encode(create_contact_body(contact, list_id)),
-                headers=_JSON,
+    def api_key(self) -> str:
+        if self.settings.api_key is None:
+            raise ConfigurationError(
+                "BREVO_API_KEY is not set: create a v3 API key in Brevo (SMTP & API > API keys) "
+                "and set BREVO_API_KEY"
             )
-            status = response.status_code
-            if status == 201:
-                data = self._client.json(response)
-                remote_id = data.get("id") if isinstance(data, dict) else None
-                if not isinstance(remote_id, int) or isinstance(remote_id, bool):
-                    raise self._client.malformed(response, 'a created contact {"id": <number>}')
-                return Synced(contact_id, str(remote_id))
-            if status == 204:
-                # Updated: Brevo returns no id. The e-mail is the id (as ScraperSky stores it) unless one
-                # is recorded already: a re-delivered contact keeps Brevo's numeric id.
-                return Synced(contact_id, None, fallback_id=contact.email)
-            if 200 <= status < 300:
-                raise self._client.malformed(response, "HTTP 201 or 204")
-        except TransientError as exc:
-            return TransientFailure(contact_id, exc.message, exc.retry_after)
+        return self.settings.api_key.get_secret_value()
 
-        code, message, metadata = self._error(response)
-        self._stop_on_account_errors(response, code, message)
+    def headers(self) -> dict[str, str]:
+        return {"api-key": self.api_key(), "accept": "application/json"}
+
+    def auth_hint(self) -> str:
+        return AUTH_HINT
+
+    def item(self, contact: Contact) -> BrevoContact:
+        mapped = map_contact(contact, self._names)
+        for note in mapped.notes:
+            self._log.info("brevo: contact %s: %s", contact.id, note)
+        return mapped
+
+    def body(self, items: Sequence[Any]) -> dict[str, Any]:
+        return create_contact_body(items[0], self.settings.list_id)
+
+    async def exchange(self, sent: Sequence[Sent]) -> Sequence[Outcome | Unresolved]:
+        """``POST /contacts`` for one contact; sent again without its phone number when Brevo refuses
+        that number (malformed, or already another contact's): a phone number must not cost the
+        contact."""
+        (one,) = sent
+        response = await self.send(self.body([one.item]))
         phone = self._names.sms
-        if phone and phone in contact.attributes and _about_phone(message, metadata, phone):
-            # A phone number Brevo refuses (malformed, or already another contact's) must not cost
-            # the contact: send it again without the number.
-            self._log.info(
-                "brevo: contact %s sent without its phone number: Brevo said %s",
-                contact_id,
-                message,
-            )
-            return await self._upsert(contact.without(phone), contact_id)
-        return PermanentFailure(
-            contact_id, f"Brevo rejected the contact (HTTP {status} {code or 'error'}): {message}"
-        )
+        if response.status_code >= 300 and phone and phone in one.item.attributes:
+            code, message, metadata = self._error(response)
+            self._stop_on_account_errors(response, code, message)
+            if _about_phone(message, metadata, phone):
+                self._log.info(
+                    "brevo: contact %s sent without its phone number: Brevo said %s",
+                    one.contact.id,
+                    message,
+                )
+                response = await self.send(self.body([one.item.without(phone)]))
+        return self.answer(response, sent)
+
+    def outcomes(self, response: httpx.Response, sent: Sequence[Sent]) -> list[Outcome]:
+        (one,) = sent
+        status = response.status_code
+        if status == 201:
+            data = self.client.json(response)
+            remote_id = data.get("id") if isinstance(data, dict) else None
+            if not isinstance(remote_id, int) or isinstance(remote_id, bool):
+                raise self.client.malformed(response, 'a created contact {"id": <number>}')
+            return [Synced(one.contact.id, str(remote_id))]
+        if status == 204:
+            # Updated: Brevo returns no id. The e-mail is the id (as ScraperSky stores it) unless one
+            # is recorded already: a re-delivered contact keeps Brevo's numeric id.
+            return [Synced(one.contact.id, None, fallback_id=one.item.email)]
+        if 200 <= status < 300:
+            raise self.client.malformed(response, "HTTP 201 or 204")
+        code, message, _ = self._error(response)
+        self._stop_on_account_errors(response, code, message)
+        reason = f"Brevo rejected the contact (HTTP {status} {code or 'error'}): {message}"
+        return [PermanentFailure(one.contact.id, reason)]
+
+    def not_found(self, response: httpx.Response) -> FatalError:
+        code, message, _ = self._error(response)
+        self._stop_on_account_errors(response, code, message)
+        return super().not_found(response)
 
     # -- bulk import ----------------------------------------------------------------------------
 
-    async def _import_all(self, batch: Batch) -> list[Outcome]:
-        results = await self._gather(self._import, self._chunks(batch), 4)
-        return [outcome for chunk_outcomes in results for outcome in chunk_outcomes]
+    async def deliver(self, items: Sequence[Sent]) -> list[Outcome]:
+        """Single upserts, or imports above ``BREVO_IMPORT_THRESHOLD`` (when there is a list)."""
+        list_id = self.settings.list_id
+        if len(items) <= self.settings.import_threshold or list_id is None:
+            return await super().deliver(items)
+        chunks = cut(
+            items,
+            len(items),
+            budget=IMPORT_MAX_BYTES - len(json_bytes(import_body([], list_id))),
+            cost=lambda s: len(json_bytes(import_item(s.item))) + 1,  # and its comma
+        )
+        return await self.send_all(chunks, self._import, concurrency=4)
 
-    def _chunks(self, batch: Batch) -> list[Batch]:
-        """``batch`` split so that each import body stays under :data:`IMPORT_MAX_BYTES`."""
-        assert self._settings.list_id is not None
-        budget = IMPORT_MAX_BYTES - len(_encode(import_body([], self._settings.list_id)))
-        chunks: list[Batch] = []
-        current: Batch = []
-        size = 0
-        for item in batch:
-            item_size = len(_encode(import_item(item[0]))) + 1  # and its comma
-            if current and size + item_size > budget:
-                chunks.append(current)
-                current, size = [], 0
-            current.append(item)
-            size += item_size
-        if current:
-            chunks.append(current)
-        return chunks
-
-    async def _import(self, chunk: Batch) -> list[Outcome]:
-        assert self._settings.list_id is not None
-        body = import_body([import_item(contact) for contact, _ in chunk], self._settings.list_id)
-        try:
-            response = await self._client.request(
-                "POST", "/contacts/import", content=_encode(body), headers=_JSON
-            )
-            if 200 <= response.status_code < 300:
-                data = self._client.json(response)
-                process_id = data.get("processId") if isinstance(data, dict) else None
-                if not isinstance(process_id, int) or isinstance(process_id, bool):
-                    raise self._client.malformed(response, '{"processId": <number>}')
-                process = await self._wait_for(process_id)
-                return await self._import_outcomes(process_id, process, chunk)
-        except TransientError as exc:
-            return [TransientFailure(cid, exc.message, exc.retry_after) for _, cid in chunk]
-
+    async def _import(self, sent: Sequence[Sent]) -> list[Outcome]:
+        assert self.settings.list_id is not None
+        body = import_body([import_item(s.item) for s in sent], self.settings.list_id)
+        response = await self.client.request(
+            "POST", "/contacts/import", content=json_bytes(body), headers=_JSON
+        )
+        if 200 <= response.status_code < 300:
+            data = self.client.json(response)
+            process_id = data.get("processId") if isinstance(data, dict) else None
+            if not isinstance(process_id, int) or isinstance(process_id, bool):
+                raise self.client.malformed(response, '{"processId": <number>}')
+            process = await self._wait_for(process_id)
+            return await self._import_outcomes(process_id, process, sent)
         code, message, _ = self._error(response)
         self._stop_on_account_errors(response, code, message)
         # Brevo refused the import as a whole: single upserts say which contact is at fault.
         self._log.warning(
             "brevo: import of %d contacts refused (HTTP %s %s: %s); sending them one by one",
-            len(chunk),
+            len(sent),
             response.status_code,
             code,
             message,
         )
-        return await self._upsert_all(chunk)
+        return await super().deliver(sent)
 
     async def _wait_for(self, process_id: int) -> dict[str, Any]:
         """Poll the import until it completes; a failure or a timeout is a :class:`TransientError`."""
-        timeout = self._settings.import_timeout_seconds
+        timeout = self.settings.import_timeout_seconds
         deadline = self._clock() + timeout
-        interval = self._settings.import_poll_interval_seconds
+        interval = self.settings.import_poll_interval_seconds
         where = f"GET /processes/{process_id}"
         while True:
-            response = await self._client.request("GET", f"/processes/{process_id}")
+            response = await self.client.request("GET", f"/processes/{process_id}")
             if response.status_code != 200:
                 _, message, _ = self._error(response)
                 raise TransientError(
                     f"brevo: HTTP {response.status_code} on {where} while waiting for the import: "
                     f"{message}"
                 )
-            data = self._client.json(response)
+            data = self.client.json(response)
             status = data.get("status") if isinstance(data, dict) else None
             if not isinstance(status, str):
-                raise self._client.malformed(response, 'a process with a "status"')
+                raise self.client.malformed(response, 'a process with a "status"')
             assert isinstance(data, dict)
             if status == "completed":
                 return data
             if status in _FAILED:
                 error = data.get("error") or "Brevo gave no reason"
                 raise TransientError(
-                    f"brevo: import process {process_id} {status}: {self._client.redact(str(error))}"
+                    f"brevo: import process {process_id} {status}: {self.client.redact(str(error))}"
                 )
             if status not in _RUNNING:
                 self._log.warning(
@@ -374,7 +325,7 @@ class BrevoAdapter:
             interval = min(interval * 2, max(self._poll_spacing, interval))
 
     async def _import_outcomes(
-        self, process_id: int, process: dict[str, Any], chunk: Batch
+        self, process_id: int, process: dict[str, Any], sent: Sequence[Sent]
     ) -> list[Outcome]:
         """Synced for every contact the completed import did not report invalid.
 
@@ -408,18 +359,19 @@ class BrevoAdapter:
                 "sending its %d contacts one by one to find out which",
                 process_id,
                 invalid,
-                len(chunk),
+                len(sent),
             )
-            return await self._upsert_all(chunk)
+            return await super().deliver(sent)
         outcomes: list[Outcome] = []
-        for contact, cid in chunk:
-            reason = rejected.get(contact.email.lower())
+        for one in sent:
+            reason = rejected.get(one.email)
             if reason is None:
-                outcomes.append(Synced(cid, None, fallback_id=contact.email))
+                outcomes.append(Synced(one.contact.id, None, fallback_id=one.item.email))
             else:
                 outcomes.append(
                     PermanentFailure(
-                        cid, f"Brevo's import {process_id} refused the e-mail address: {reason}"
+                        one.contact.id,
+                        f"Brevo's import {process_id} refused the e-mail address: {reason}",
                     )
                 )
         return outcomes
@@ -430,7 +382,7 @@ class BrevoAdapter:
         if self._reports is None:
             # A separate client: the report lives on a file host, which must never see the API key.
             self._reports = httpx.AsyncClient(
-                transport=self._context.transport, timeout=30.0, follow_redirects=True
+                transport=self.context.transport, timeout=30.0, follow_redirects=True
             )
         try:
             response = await self._reports.get(url)
@@ -448,35 +400,6 @@ class BrevoAdapter:
             return None
         return parse_email_report(response.text)
 
-    # -- shared ---------------------------------------------------------------------------------
-
-    async def _gather(
-        self, send: Callable[[X], Awaitable[T]], items: Sequence[X], concurrency: int
-    ) -> list[T]:
-        """``send(item)`` for each item, ``concurrency`` at a time, results in ``items`` order, each
-        reported to the engine as it arrives. The first error (a fatal answer, a database error) stops
-        the items not started yet and is raised once the others return: a request already sent is never
-        abandoned, so what Brevo accepted is recorded."""
-        semaphore = asyncio.Semaphore(concurrency)
-        fatal: list[Exception] = []
-
-        async def run(item: X) -> T | None:
-            async with semaphore:
-                if fatal:
-                    return None
-                try:
-                    result = await send(item)
-                except Exception as exc:
-                    fatal.append(exc)
-                    return None
-                self._context.report(result)  # type: ignore[arg-type]
-                return result
-
-        results = await asyncio.gather(*(run(item) for item in items))
-        if fatal:
-            raise next((e for e in fatal if isinstance(e, FatalError)), fatal[0])
-        return [result for result in results if result is not None]
-
     def _error(self, response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
         """``(code, message, metadata)`` of a Brevo error body, or the start of any other body."""
         try:
@@ -487,15 +410,15 @@ class BrevoAdapter:
             metadata = data.get("metadata")
             return (
                 str(data.get("code") or ""),
-                self._client.redact(str(data.get("message") or ""))[:300],
+                self.client.redact(str(data.get("message") or ""))[:300],
                 metadata if isinstance(metadata, dict) else {},
             )
-        return "", self._client.body_snippet(response), {}
+        return "", self.client.body_snippet(response), {}
 
     def _stop_on_account_errors(self, response: httpx.Response, code: str, message: str) -> None:
         """Raise :class:`FatalError` for answers that are about the account, not about one contact."""
         status = response.status_code
-        list_id = self._settings.list_id
+        list_id = self.settings.list_id
         if (
             list_id is not None
             and status in (400, 404)
@@ -522,12 +445,6 @@ def _about_phone(message: str, metadata: dict[str, Any], attribute: str) -> bool
     return bool(_MENTIONS_PHONE.search(message)) or attribute.lower() in message.lower()
 
 
-async def _check(settings: BrevoSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 #: The Brevo adapter's capability manifest. 2,000 contacts per batch: about 1.5 MB of import body
 #: (far under the 8 MB cap), and when a batch has to go one by one (no BREVO_LIST_ID) it takes
 #: 200 s at 10 requests/s, well inside the 10-minute claim timeout.
@@ -539,7 +456,7 @@ SPEC: AdapterSpec[BrevoSettings] = AdapterSpec(
     rate_limit=RateLimit(10, 1.0),
     rate_limits=rate_limits,
     partial_success=True,
-    sandbox=make_sandbox,
-    check=_check,
+    sandbox="crmsync_brevo.fake:make_sandbox",
+    check="crmsync_brevo.account:check",
     description="Brevo contacts: upserts, and bulk imports above BREVO_IMPORT_THRESHOLD",
 )

@@ -17,17 +17,13 @@ handle the alternatives. Every behaviour, its source and whether it is confirmed
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import csv
 import io
 import itertools
 import json
-import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, RateLimit, WindowKind
+from crmsync_core.testing.clock import ManualClock as ManualClock  # crmsync_brevo.ManualClock
+from crmsync_core.testing.fakecrm import Budget, FakeCrm, Scripted
 
 if TYPE_CHECKING:
     from .settings import BrevoSettings
@@ -82,23 +80,6 @@ _ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-class ManualClock:
-    """A clock that moves only when told: ``clock()`` reads it, ``await clock.sleep(s)`` advances it."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-
-    async def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-        await asyncio.sleep(0)
-
-
 @dataclass
 class FakeContact:
     """A contact as the fake holds it."""
@@ -137,22 +118,7 @@ class FakeProcess:
     created_at: str = ""
 
 
-@dataclass
-class _Injection:
-    status: int | None
-    times: int
-    method: str | None
-    path: str | None
-    body: bytes | None
-    headers: dict[str, str]
-
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (
-            self.path is None or path == self.path or path.startswith(self.path.rstrip("/") + "/")
-        )
-
-
-class FakeBrevo:
+class FakeBrevo(FakeCrm):
     """The remote side. Inspect :attr:`contacts`, :attr:`requests`, :attr:`processes` in tests."""
 
     def __init__(
@@ -197,6 +163,7 @@ class FakeBrevo:
         sends the ``x-sib-ratelimit-*`` headers on every response
         (https://developers.brevo.com/docs/limit-headers); there is no ``Retry-After``.
         """
+        super().__init__(failure_rate=failure_rate, seed=seed)
         self.api_key = api_key
         self.lists = set(lists)
         self.rate_limit = rate_limit
@@ -207,7 +174,6 @@ class FakeBrevo:
         self.import_report = import_report
         self.report_layout = report_layout
         self.running_status = running_status
-        self.failure_rate = failure_rate
         self.latency_seconds = latency_seconds
         self.rejected_domains = {d.lower() for d in rejected_domains}
         self.base_path = base_path.rstrip("/")
@@ -220,27 +186,22 @@ class FakeBrevo:
         #: contacts by lower-cased e-mail
         self.contacts: dict[str, FakeContact] = {}
         self.processes: dict[int, FakeProcess] = {}
-        #: every request received, in order
-        self.requests: list[httpx.Request] = []
-        #: how many requests were answered 429
-        self.rate_limited = 0
         #: arrival times of the requests each bucket counted (``contacts``, ``other``), 429s included
-        self.arrivals: dict[str, list[float]] = {"contacts": [], "other": []}
+        self.arrivals = self.windows.arrivals
+        self.arrivals.update(contacts=[], other=[])
         #: the next imports fail (``"failed"``) or never finish (``"stalled"``)
         self.import_outcome: Literal["completed", "failed", "stalled"] = "completed"
-        self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._process_ids = itertools.count(100)
-        self._injections: list[_Injection] = []
-        self._counted: dict[str, collections.deque[float]] = {
-            "contacts": collections.deque(),
-            "other": collections.deque(),
-        }
-        self._window_start: dict[str, float] = {}
         self._reports: dict[str, bytes] = {}
         self._phones: dict[str, str] = {}
 
     # -- inspection and failure injection --------------------------------------------------------
+
+    @property
+    def requests(self) -> list[httpx.Request]:
+        """Every request received, in order."""
+        return self.log
 
     def contact(self, email: str) -> FakeContact | None:
         return self.contacts.get(email.strip().lower())
@@ -265,39 +226,24 @@ class FakeBrevo:
         unless ``body`` is given). ``path`` is an API path such as ``/contacts/import``; a prefix
         (``/processes``) matches the paths below it."""
         raw = json.dumps(body).encode() if isinstance(body, dict) else body
-        self._injections.append(_Injection(status, times, method, path, raw, dict(headers or {})))
+        self.script(status, body=raw, headers=headers, times=times, method=method, path=path)
 
     def drop_next(
         self, *, times: int = 1, method: str | None = None, path: str | None = None
     ) -> None:
         """Let the next ``times`` matching requests time out."""
-        self._injections.append(_Injection(None, times, method, path, None, {}))
+        self.script(None, times=times, method=method, path=path, fault="timeout")
 
-    # -- serving ---------------------------------------------------------------------------------
+    # -- serving (``transport()``, and ``serve()`` whose base URL ends in ``/v3``: the base's) -------
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
-
-    @contextlib.asynccontextmanager
-    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        """Serve the fake over HTTP/1.1 on a loopback port; yields its base URL (``.../v3``)."""
-        from crmsync_core.testing.server import serve_handler
-
-        async with serve_handler(self.handle, host, port) as origin:
-            yield f"{origin}{self.base_path}"
-
-    async def handle(self, request: httpx.Request) -> httpx.Response:
+    async def answer(self, request: httpx.Request) -> httpx.Response:
         """Answer one request as Brevo would."""
-        await request.aread()
-        self.requests.append(request)
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
         if request.url.host == REPORT_HOST:
             return self._report(request)
 
-        limit_headers, allowed = self._take_budget(request.url.path)
-        if not allowed:
-            self.rate_limited += 1
+        budgets, full = self.take_budget(request)
+        limit_headers = _limit_headers(budgets[0]) if budgets else {}
+        if full is not None:
             return self._error(429, headers=limit_headers)
 
         path = request.url.path
@@ -307,14 +253,11 @@ class FakeBrevo:
             )
         path = path[len(self.base_path) :]
 
-        for injection in self._injections:
-            if injection.times > 0 and injection.matches(request.method, path):
-                injection.times -= 1
-                if injection.status is None:
-                    raise httpx.ReadTimeout("injected timeout", request=request)
-                return self._injected(injection, limit_headers)
-        if self.failure_rate and self._rng.random() < self.failure_rate:
-            if self._rng.random() < 0.5:
+        scripted = self.take_scripted(request, path)
+        if scripted is not None:
+            return self._injected(scripted, limit_headers)
+        if self.injected_failure():
+            if self.rng.random() < 0.5:
                 raise httpx.RemoteProtocolError("injected dropped connection", request=request)
             return httpx.Response(
                 503, text="Service Temporarily Unavailable", headers=limit_headers
@@ -595,39 +538,19 @@ class FakeBrevo:
             return None
         return self.contacts.get(owner)
 
-    def _take_budget(self, path: str) -> tuple[dict[str, str], bool]:
-        """Count one request against its bucket: ``/v3/contacts*`` or every other endpoint."""
-        bucket = "contacts" if path.startswith(self.base_path + "/contacts") else "other"
-        limit = self.rate_limit if bucket == "contacts" else self.other_rate_limit
+    def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
+        """One bucket per request: ``/v3/contacts*``, or every other endpoint."""
+        contacts = request.url.path.startswith(self.base_path + "/contacts")
+        limit = self.rate_limit if contacts else self.other_rate_limit
         if limit is None:
-            return {}, True
-        now = self.clock()
-        self.arrivals[bucket].append(now)
-        counted = self._counted[bucket]
-        period = limit.period_seconds
-        if self.window == "sliding":
-            while counted and counted[0] <= now - period:
-                counted.popleft()
-            start = counted[0] if counted else now
-        else:
-            start = self._window_start.get(bucket, now)
-            if now >= start + period:
-                start = now
-                counted.clear()
-            self._window_start[bucket] = start
-        allowed = len(counted) < limit.requests
-        if allowed:
-            counted.append(now)
-            start = counted[0]
-        reset = start + period - now
-        # UNCONFIRMED: whether Brevo's reset can be fractional; the fake sends milliseconds.
-        return {
-            "x-sib-ratelimit-limit": str(limit.requests),
-            "x-sib-ratelimit-remaining": str(limit.requests - len(counted)),
-            "x-sib-ratelimit-reset": f"{max(reset, 0.0):.3f}",
-        }, allowed
+            return ()
+        name = "contacts" if contacts else "other"
+        return [Bucket(name, limit.requests, limit.period_seconds, WindowKind(self.window))]
 
-    def _injected(self, injection: _Injection, limit_headers: dict[str, str]) -> httpx.Response:
+    def now(self) -> float:
+        return self.clock()
+
+    def _injected(self, injection: Scripted, limit_headers: dict[str, str]) -> httpx.Response:
         assert injection.status is not None
         if injection.body is not None:
             response = httpx.Response(
@@ -663,6 +586,15 @@ class FakeBrevo:
         if metadata:
             body["metadata"] = metadata
         return httpx.Response(status, json=body, headers=headers)
+
+
+def _limit_headers(budget: Budget) -> dict[str, str]:
+    # UNCONFIRMED: whether Brevo's reset can be fractional; the fake sends milliseconds.
+    return {
+        "x-sib-ratelimit-limit": str(budget.bucket.requests),
+        "x-sib-ratelimit-remaining": str(budget.remaining),
+        "x-sib-ratelimit-reset": f"{budget.reset:.3f}",
+    }
 
 
 def _json_object(content: bytes) -> dict[str, Any] | None:

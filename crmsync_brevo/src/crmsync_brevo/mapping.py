@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crmsync_core.contacts import Contact
-
-if TYPE_CHECKING:
-    from .settings import BrevoSettings
 
 AttributeValue = str | bool
 
@@ -36,19 +33,6 @@ class AttributeNames:
     email_type: str = "EMAIL_TYPE"
     source_url: str = "SOURCE_URL"
     has_gmail: str = "HAS_GMAIL"
-
-    @classmethod
-    def from_settings(cls, settings: BrevoSettings) -> AttributeNames:
-        return cls(
-            firstname=settings.attribute_firstname,
-            lastname=settings.attribute_lastname,
-            sms=settings.attribute_sms,
-            domain_id=settings.attribute_domain_id,
-            page_id=settings.attribute_page_id,
-            email_type=settings.attribute_email_type,
-            source_url=settings.attribute_source_url,
-            has_gmail=settings.attribute_has_gmail,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,3 +95,17 @@ class BrevoSettings(SyncSettings):
         if value and not _ATTRIBUTE.match(value):
             raise ValueError("not a Brevo attribute name (letters, digits and underscores)")
         return value
+
+    @property
+    def attribute_names(self) -> AttributeNames:
+        """The Brevo attribute each contact field goes to, as these settings name them."""
+        return AttributeNames(
+            firstname=self.attribute_firstname,
+            lastname=self.attribute_lastname,
+            sms=self.attribute_sms,
+            domain_id=self.attribute_domain_id,
+            page_id=self.attribute_page_id,
+            email_type=self.attribute_email_type,
+            source_url=self.attribute_source_url,
+            has_gmail=self.attribute_has_gmail,
+        )

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast
 
 from .contacts import Contact, ContactId, Outcome
 from .errors import CircuitOpenError, FatalError
@@ -35,11 +36,67 @@ from .settings import DEFAULT_MAX_RESPONSE_BYTES, SyncSettings
 if TYPE_CHECKING:
     import httpx
 
-    from .check import CheckContext, CheckResult
     from .history import PayloadSampler
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+# -- preflight checks: what an adapter's account check is given and returns (run by crmsync_core.check)
+
+CheckStatus = Literal["ok", "problem", "info"]
+#: ``full``: every check; ``fields``: only the mapped fields (the engine's cheap preflight)
+CheckScope = Literal["full", "fields"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One line of ``crmsync check``: what was checked, how it went, what to do about it."""
+
+    #: what was checked, e.g. ``credentials``, ``list``, ``attribute DOMAIN_ID``
+    name: str
+    #: ``ok``; ``problem`` (a sync would fail or lose data: ``crmsync check`` exits non-zero); ``info``
+    #: (nothing to fix, e.g. a figure the CRM does not report)
+    status: CheckStatus
+    #: what was found (never a secret)
+    detail: str
+    #: what to do, for problems
+    fix: str = ""
+    #: the CRM field (attribute, property, custom field alias) this result is about, when it is one the
+    #: adapter writes: the engine names the missing ones in its warning
+    field: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "problem"
+
+    def line(self) -> str:
+        """``name: detail — fix`` on one line."""
+        text = f"{self.name}: {self.detail}"
+        return f"{text} — {self.fix}" if self.fix else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "fix": self.fix,
+            "field": self.field,
+        }
+
+
+@dataclass(slots=True)
+class CheckContext:
+    """What an adapter's check is given besides its settings. Checks only read."""
+
+    scope: CheckScope = "full"
+    #: an ``httpx.AsyncBaseTransport`` instead of the network (sandboxes, tests)
+    transport: httpx.AsyncBaseTransport | None = None
+    request_retry: RequestRetry = field(default_factory=RequestRetry)
+    #: the CRM's budget: the engine passes the run's own, so a preflight counts against it
+    rate_limiter: RateLimiter = field(default_factory=lambda: Limiter(None))
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("crmsync.check"))
 
 
 class Adapter(Protocol):
@@ -283,14 +340,19 @@ class AdapterSpec(Generic[SettingsT]):
     partial_success: bool
     #: the column that keeps the CRM's id; defaults to ``{name}_contact_id``
     remote_id_column: str | None = None
-    #: builds an in-process sandbox of the CRM (for ``crmsync demo`` and the contract tests)
-    sandbox: Callable[[SandboxOptions], Sandbox[SettingsT]] | None = None
+    #: where the in-process sandbox of the CRM is built (for ``crmsync demo`` and the contract tests):
+    #: ``"package.module:function"``, a function taking :class:`SandboxOptions` and returning a
+    #: :class:`Sandbox`. A string, so that loading the adapter never imports its fake; it is imported
+    #: only by :meth:`make_sandbox`. A spec built inside a test may give the function itself.
+    sandbox: str | Callable[[SandboxOptions], Sandbox[SettingsT]] | None = None
     #: one line for ``crmsync adapters``
     description: str = ""
     #: reads the CRM account and says whether it is ready (credentials, mapped fields, ...) without
     #: changing anything; see :mod:`crmsync_core.check`. With ``context.scope == "fields"`` only the
     #: mapped fields are checked (the engine's preflight), as cheaply as the CRM allows.
-    check: Callable[[SettingsT, CheckContext], Awaitable[Sequence[CheckResult]]] | None = None
+    #: Named like :attr:`sandbox` (``"package.module:function"``, imported only when a check runs), so
+    #: that the adapter module need not import the module that holds its checks.
+    check: str | Callable[[SettingsT, CheckContext], Awaitable[Sequence[CheckResult]]] | None = None
     #: the CRM's buckets as the settings make them (e.g. Brevo's contacts and other endpoints); ``None``:
     #: one bucket of ``rate_limit`` for every request. ``{CRM}_SYNC_RATE_LIMIT_*`` overrides the first.
     rate_limits: Callable[[SettingsT], RateLimits] | None = None
@@ -309,6 +371,47 @@ class AdapterSpec(Generic[SettingsT]):
             raise ValueError(f"adapter {self.name!r}: max_batch_size must be at least 1")
         if not callable(self.factory):
             raise TypeError(f"adapter {self.name!r}: factory must be callable")
+        for what, value in (("sandbox", self.sandbox), ("check", self.check)):
+            if isinstance(value, str) and not _REFERENCE_PATTERN.match(value):
+                raise ValueError(
+                    f"adapter {self.name!r}: {what} must be 'package.module:function', not {value!r}"
+                )
+
+    def sandbox_factory(self) -> Callable[[SandboxOptions], Sandbox[SettingsT]]:
+        """The function that builds the sandbox, imported now if the spec names it by reference.
+        Raises :class:`LookupError` when the adapter ships no sandbox."""
+        if self.sandbox is None:
+            raise LookupError(f"adapter {self.name!r} ships no sandbox")
+        return cast(
+            "Callable[[SandboxOptions], Sandbox[SettingsT]]",
+            self._resolve("sandbox", self.sandbox),
+        )
+
+    def check_function(
+        self,
+    ) -> Callable[[SettingsT, CheckContext], Awaitable[Sequence[CheckResult]]] | None:
+        """The adapter's account check (imported now if the spec names it by reference), or ``None``."""
+        if self.check is None:
+            return None
+        return cast(
+            "Callable[[SettingsT, CheckContext], Awaitable[Sequence[CheckResult]]]",
+            self._resolve("check", self.check),
+        )
+
+    def _resolve(self, what: str, reference: object) -> Callable[..., Any]:
+        if not isinstance(reference, str):
+            return cast("Callable[..., Any]", reference)
+        module_name, _, attribute = reference.partition(":")
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+        if not callable(target):
+            raise TypeError(f"adapter {self.name!r}: {what} {reference!r} is not callable")
+        return cast("Callable[..., Any]", target)
+
+    def make_sandbox(self, options: SandboxOptions | None = None) -> Sandbox[SettingsT]:
+        """Build the adapter's in-process sandbox (importing its fake only now)."""
+        return self.sandbox_factory()(options or SandboxOptions())
 
     def limits_for(self, settings: SettingsT) -> RateLimits:
         """The request budget a run with ``settings`` keeps to."""

@@ -28,14 +28,19 @@ import inspect
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
+# The check types live beside the adapter protocol (an adapter's check returns them); named here too.
+from .adapter import CheckContext as CheckContext
+from .adapter import CheckResult as CheckResult
+from .adapter import CheckScope as CheckScope
+from .adapter import CheckStatus as CheckStatus
 from .errors import AdapterError, ConfigurationError, CrmsyncError, FatalError, TransientError
-from .ratelimit import Limiter, RateLimiter
+from .ratelimit import Limiter
 from .retry import RequestRetry
 
 if TYPE_CHECKING:
@@ -49,60 +54,6 @@ if TYPE_CHECKING:
     from .store import Store
 
 logger = logging.getLogger("crmsync.check")
-
-CheckStatus = Literal["ok", "problem", "info"]
-#: ``full``: every check; ``fields``: only the mapped fields (the engine's cheap preflight)
-CheckScope = Literal["full", "fields"]
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One line of ``crmsync check``: what was checked, how it went, what to do about it."""
-
-    #: what was checked, e.g. ``credentials``, ``list``, ``attribute DOMAIN_ID``
-    name: str
-    #: ``ok``; ``problem`` (a sync would fail or lose data: ``crmsync check`` exits non-zero); ``info``
-    #: (nothing to fix, e.g. a figure the CRM does not report)
-    status: CheckStatus
-    #: what was found (never a secret)
-    detail: str
-    #: what to do, for problems
-    fix: str = ""
-    #: the CRM field (attribute, property, custom field alias) this result is about, when it is one the
-    #: adapter writes: the engine names the missing ones in its warning
-    field: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "problem"
-
-    def line(self) -> str:
-        """``name: detail — fix`` on one line."""
-        text = f"{self.name}: {self.detail}"
-        return f"{text} — {self.fix}" if self.fix else text
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "detail": self.detail,
-            "fix": self.fix,
-            "field": self.field,
-        }
-
-
-@dataclass(slots=True)
-class CheckContext:
-    """What an adapter's check is given besides its settings. Checks only read."""
-
-    scope: CheckScope = "full"
-    #: an ``httpx.AsyncBaseTransport`` instead of the network (sandboxes, tests)
-    transport: httpx.AsyncBaseTransport | None = None
-    request_retry: RequestRetry = field(default_factory=RequestRetry)
-    #: the CRM's budget: the engine passes the run's own, so a preflight counts against it
-    rate_limiter: RateLimiter = field(default_factory=lambda: Limiter(None))
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("crmsync.check"))
-
 
 SettingsModel = TypeVar("SettingsModel", bound="SyncSettings")
 
@@ -231,10 +182,11 @@ async def adapter_checks(
     spec: AdapterSpec[Any], settings: SyncSettings, context: CheckContext
 ) -> list[CheckResult]:
     """The adapter's own checks; a crash or an unexpected error becomes one problem line."""
-    if spec.check is None:
+    check = spec.check_function()
+    if check is None:
         return [CheckResult("account", "info", f"the {spec.name} adapter declares no checks")]
     try:
-        return list(await spec.check(settings, context))
+        return list(await check(settings, context))
     except ConfigurationError as exc:
         return [CheckResult("configuration", "problem", exc.message)]
     except FatalError as exc:
@@ -370,11 +322,12 @@ async def engine_preflight(
 ) -> list[CheckResult] | None:
     """The cheap part of the adapter's check (its mapped fields), for the engine; ``None`` when it
     could not be done (no check declared, or the CRM did not answer)."""
-    if spec.check is None:
+    check = spec.check_function()
+    if check is None:
         return None
     context.scope = "fields"
     try:
-        return list(await spec.check(settings, context))
+        return list(await check(settings, context))
     except Exception as exc:
         # The run itself reports credentials and outages; the preflight only adds what it can see.
         message = exc.message if isinstance(exc, CrmsyncError) else type(exc).__name__

@@ -62,6 +62,9 @@ class Synced:
     contact_id: ContactId
     remote_id: str | None = None
     fallback_id: str | None = None
+    #: the idempotency key the contact was sent with, for destinations that confirm delivery later
+    #: (``{CRM}_SYNC_CONFIRM``): their callback must carry it
+    idempotency_key: str | None = None
     #: the CRM's HTTP status code for the request, when the adapter says (kept in the run history;
     #: not part of equality: the outcome is the same whatever the code)
     status_code: int | None = field(default=None, compare=False)

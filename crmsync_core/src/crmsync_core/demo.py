@@ -84,11 +84,10 @@ async def run_demo(
     transports: dict[str, Any] = {}
     for crm in crms:
         spec = registry.get(crm)
-        assert spec.sandbox is not None
         # The sandbox enforces the CRM's own limit; one without a limit (n8n) sits behind a proxy
         # that throttles, so that every demo shows rate limits being waited out.
         limit = spec.rate_limit or DEMO_PROXY_LIMIT
-        sandbox = spec.sandbox(
+        sandbox = spec.make_sandbox(
             SandboxOptions(failure_rate=failure_rate, rate_limit=limit, seed=seed)
         )
         # Retries are due at once so the demo shows them finish; a real deployment waits minutes.

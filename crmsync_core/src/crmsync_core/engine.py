@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from . import confirm
 from .adapter import (
     Adapter,
     AdapterContext,
@@ -317,6 +318,13 @@ class Engine:
                 logger.warning(
                     "%s: took back %d contacts from a worker that died", crm, report.recovered
                 )
+            if settings.sync_confirm and run.store_error is None:
+                try:
+                    report.unconfirmed = await confirm.expire(
+                        self.store, self.registry, crm, settings, now=self._clock(), rng=self._rng
+                    )
+                except StoreError as exc:
+                    run.store_error = exc
             if paused is not None and run.store_error is None:
                 await self._probe(run, settings.sync_circuit_probe_size)
             if run.fatal is None and run.store_error is None:
@@ -534,6 +542,8 @@ class Engine:
         outcomes = [o for o in outcomes if o.contact_id in contacts]
         if outcomes:
             resolutions = [self._resolve(run, contacts[o.contact_id], o, now) for o in outcomes]
+            if run.settings.sync_confirm:
+                await self._expect_confirmations(run, outcomes, now)
             result = await self._with_database(
                 run,
                 "record results",
@@ -548,6 +558,8 @@ class Engine:
                 # Hooks hear only of what was written: a stale result belongs to the worker that took
                 # it back.
                 self._after_record(run, contacts, written)
+                if run.settings.sync_confirm:
+                    await self._apply_early_callbacks(run, written, now)
         answered = {o.contact_id for o in outcomes}
         unanswered = [c.id for c in claim.contacts if c.id not in answered]
         if unanswered:
@@ -614,6 +626,39 @@ class Engine:
                     "%s: could not renew a claim; it may be taken back", run.crm, exc_info=True
                 )
 
+    async def _expect_confirmations(
+        self, run: _Run, outcomes: Sequence[Outcome], now: datetime
+    ) -> None:
+        """Confirmed delivery: note what awaits a callback before the acceptance is written, so that no
+        contact awaits without its row (a crash in between only leaves a row behind)."""
+        items = [(o.contact_id, o.idempotency_key) for o in outcomes if isinstance(o, Synced)]
+        by = confirm.confirm_by(run.settings, now)
+        await self._with_database(
+            run,
+            "note deliveries awaiting confirmation",
+            lambda: self.store.expect_confirmations(run.crm, items, now=now, confirm_by=by),
+        )
+
+    async def _apply_early_callbacks(
+        self, run: _Run, written: Sequence[Resolution], now: datetime
+    ) -> None:
+        """Callbacks that came before the acceptance was written apply now."""
+        ids = [r.contact_id for r in written if r.event is Event.AWAIT]
+        try:
+            results = await confirm.apply_early(
+                self.store, self.registry, run.crm, run.settings, ids, now=now, rng=self._rng
+            )
+        except Exception:
+            # They stay in the store; the contacts await until the timeout re-sends them.
+            logger.exception(
+                "%s: could not apply callbacks that came before the acceptance", run.crm
+            )
+            return
+        run.report.awaiting -= sum(1 for r in results if r != "ignored")
+        run.report.synced += results.count("confirmed")
+        run.report.retrying += results.count("retrying")
+        run.report.failed += results.count("failed")
+
     def _resolve(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
         resolution = self._event(run, contact, outcome, now)
         exchange = None if isinstance(outcome, Skipped) else outcome.exchange
@@ -622,6 +667,13 @@ class Engine:
         return dataclasses.replace(resolution, request=exchange.request, response=exchange.response)
 
     def _event(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
+        if isinstance(outcome, Synced) and run.settings.sync_confirm:
+            return Resolution(
+                contact.id,
+                Event.AWAIT,
+                remote_id=outcome.remote_id,
+                fallback_id=outcome.fallback_id,
+            )
         if isinstance(outcome, Synced):
             return Resolution(
                 contact.id,
@@ -664,7 +716,9 @@ class Engine:
     @staticmethod
     def _count(report: RunReport, resolution: Resolution, outcome: Outcome) -> None:
         """Count one written result in the report (what was not written is not counted)."""
-        if isinstance(outcome, Synced):
+        if resolution.event is Event.AWAIT:
+            report.awaiting += 1
+        elif isinstance(outcome, Synced):
             report.synced += 1
         elif isinstance(outcome, Skipped):
             report.skipped += 1

@@ -40,6 +40,8 @@ class AttemptOutcome(enum.StrEnum):
     FAILED = "failed"
     #: the adapter refused the contact with a reason (now ``Skipped``)
     SKIPPED = "skipped"
+    #: the destination accepted the contact; its confirmation is awaited (``{CRM}_SYNC_CONFIRM``)
+    AWAITING = "awaiting"
 
 
 class PayloadCapture(enum.StrEnum):

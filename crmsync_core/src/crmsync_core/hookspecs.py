@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .adapter import AdapterSpec
-    from .check import CheckContext, CheckResult
-    from .contacts import Contact
+    from .adapter import AdapterSpec, CheckContext, CheckResult
+    from .contacts import Contact, ContactId
     from .queue import StatusSummary
     from .report import RunReport
     from .settings import SyncSettings
@@ -47,6 +46,14 @@ def contact_failed(crm: str, contact: Contact, reason: str, notification_email: 
 
     ``notification_email`` is the CRM's ``{CRM}_SYNC_FAILURE_NOTIFICATION_EMAIL`` setting.
     """
+
+
+@hookspec
+def contact_confirmed(crm: str, contact_id: ContactId, data: Any) -> Awaitable[None] | None:
+    """The destination confirmed ``contact_id`` (confirmed delivery, ``{CRM}_SYNC_CONFIRM``); ``data``
+    is what its callback carried (``None`` when nothing). Called before the contact becomes
+    ``Complete``: may return an awaitable (an ``async def``), which is awaited; if it raises, the contact
+    keeps awaiting and the callback answers 500, so the destination can call again."""
 
 
 @hookspec

@@ -16,10 +16,12 @@ from .contacts import Contact, ContactId
 from .status import Event, ProcessingStatus, SyncStatus
 
 if TYPE_CHECKING:
+    from .confirm import Callback, ConfirmResolution, Pending
     from .history import HistorySettings
     from .layout import Layout
     from .ratelimit import Ledger
     from .report import RunReport
+    from .wake import Listener, QueueWaker
 
 __all__ = [
     "CircuitState",
@@ -213,4 +215,59 @@ class Queue(Protocol):
 
     async def summary(self, crm: str, *, now: datetime | None = None) -> StatusSummary:
         """How ``crm``'s contacts stand (queue depth and due count, for metrics)."""
+        ...
+
+    # -- wake on queue (crmsync_core.wake) -----------------------------------------------------------
+
+    def queue_listener(
+        self, waker: QueueWaker, crms: Sequence[str], *, mode: str | None = None
+    ) -> Listener | None:
+        """A started listener waking ``waker`` when contacts are queued for ``crms``; ``None`` where
+        workers cannot be woken (they poll at their interval)."""
+        ...
+
+    # -- confirmed delivery (crmsync_core.confirm) ---------------------------------------------------
+
+    def parse_id(self, value: ContactId | str) -> ContactId:
+        """``value`` as a contact id of this queue (``InvalidRequestError`` when it is not one)."""
+        ...
+
+    async def expect_confirmations(
+        self,
+        crm: str,
+        items: Sequence[tuple[ContactId, str | None]],
+        *,
+        now: datetime,
+        confirm_by: datetime,
+    ) -> None:
+        """Note accepted deliveries (contact id, idempotency key) that await a callback."""
+        ...
+
+    async def keep_early_callback(self, crm: str, callback: Callback) -> None:
+        """Keep a callback that came before the acceptance was recorded."""
+        ...
+
+    async def pending_confirmations(
+        self,
+        crm: str,
+        ids: Iterable[ContactId | str] | None = None,
+        *,
+        expired_at: datetime | None = None,
+        with_outcome: bool = False,
+    ) -> list[Pending]:
+        """Awaited deliveries with their contacts' state."""
+        ...
+
+    async def contact_state_for_callback(self, crm: str, contact_id: ContactId | str) -> str:
+        """``awaiting``, ``claimed``, ``other`` or ``missing``."""
+        ...
+
+    async def resolve_confirmations(
+        self, crm: str, resolutions: Sequence[ConfirmResolution], *, now: datetime
+    ) -> set[ContactId]:
+        """Move awaiting contacts on; returns those that were."""
+        ...
+
+    async def contacts(self, ids: Iterable[ContactId | str]) -> dict[ContactId, Contact]:
+        """The contacts of ``ids`` (those that exist)."""
         ...

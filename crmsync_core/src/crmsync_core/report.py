@@ -31,6 +31,10 @@ class RunReport:
     released: int = 0
     #: claims of dead workers taken back at the start of the run
     recovered: int = 0
+    #: accepted, awaiting the destination's confirmation (``{CRM}_SYNC_CONFIRM``)
+    awaiting: int = 0
+    #: not confirmed in time: queued again, or ``Error`` once attempts were used up
+    unconfirmed: int = 0
     #: results not written because this worker's claim had expired and been taken back
     stale: int = 0
     #: the fatal error that stopped the run, with what to fix
@@ -70,6 +74,8 @@ class RunReport:
             "failed": self.failed,
             "released": self.released,
             "recovered": self.recovered,
+            "awaiting": self.awaiting,
+            "unconfirmed": self.unconfirmed,
             "stale": self.stale,
             "stopped": self.stopped,
             "resume_after": self.resume_after,

@@ -3,8 +3,8 @@ and an answer that says what became of each contact.
 
 :class:`BatchAdapter` owns what every such adapter needs and gets subtly wrong when written by hand:
 
-* contacts without a valid e-mail are skipped; contacts sharing an e-mail (case and spaces aside) are
-  sent once and share that item's outcome;
+* contacts without a valid e-mail are skipped; contacts sharing an e-mail (case and spaces aside; or
+  another :meth:`BatchAdapter.item_key`) are sent once and share that item's outcome;
 * items are cut into requests of :attr:`BatchAdapter.batch_size`, sent ``{CRM}_SYNC_CONCURRENCY`` at a
   time through :class:`~crmsync_core.http.CrmClient` (rate limit, retries, redaction, 429s waited out);
 * each request's outcomes are reported (``context.report``) as soon as it is answered, so a contact's
@@ -15,8 +15,8 @@ and an answer that says what became of each contact.
   is set, within :attr:`BatchAdapter.bisection_requests` extra requests per batch; else every item of a
   rejected batch fails permanently;
 * 404/405 stop the run naming the base URL setting; 401/403 stop it naming the credentials setting;
-  the base URL is checked before anything is sent; the CRM's rate-limit headers are read as
-  :attr:`BatchAdapter.limit_headers` declares.
+  the base URL is checked before anything is sent (a token in its query is redacted); the CRM's
+  rate-limit headers are read as :attr:`BatchAdapter.limit_headers` declares.
 
 An adapter states its endpoint (:attr:`path`, :attr:`method`), maps a contact to a payload item
 (:meth:`item`), and maps an answer to outcomes (:meth:`outcomes`)::
@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -55,13 +55,14 @@ from .contacts import (
     split_sendable,
 )
 from .errors import ConfigurationError, FatalError, PermanentError, TransientError
-from .history import Exchange
-from .http import CrmClient
+from .history import Exchange as KeptExchange
+from .http import CrmClient, url_secrets
 from .ratelimit import LimitHeaders
 from .settings import SyncSettings
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
 _O = TypeVar("_O")
+T = TypeVar("T")
 
 
 def normalised_email(email: str | None) -> str:
@@ -82,6 +83,33 @@ def checked_base_url(value: str | None, *, crm: str, setting: str, example: str)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigurationError(f"{crm}: {setting} must be an http(s) address such as {example}")
     return url
+
+
+def json_bytes(body: Any) -> bytes:
+    """``body`` as sent: compact UTF-8 JSON (what a CRM's size limit counts)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def cut(
+    items: Sequence[T],
+    size: int,
+    *,
+    budget: int | None = None,
+    cost: Callable[[T], int] | None = None,
+) -> list[list[T]]:
+    """``items`` in order, in runs of at most ``size`` items and, given a ``budget``, whose ``cost``
+    adds up to at most ``budget`` (e.g. bytes under a body limit; an item over it goes alone)."""
+    runs: list[list[T]] = []
+    spent = 0
+    for item in items:
+        price = cost(item) if cost is not None else 0
+        if runs and len(runs[-1]) < size and (budget is None or spent + price <= budget):
+            runs[-1].append(item)
+            spent += price
+        else:
+            runs.append([item])
+            spent = price
+    return runs
 
 
 def setting_value(settings: SyncSettings, env_name: str) -> str | None:
@@ -119,6 +147,11 @@ class Unresolved:
     contact_id: ContactId
     #: what the CRM said
     reason: str
+
+
+#: one exchange: a request (or several) for some items, and what the answer says of each
+Exchange = Callable[[Sequence[Sent]], Awaitable[Sequence[Outcome | Unresolved]]]
+_JSON = {"Content-Type": "application/json"}
 
 
 class _Budget:
@@ -171,7 +204,8 @@ class BatchAdapter(Generic[SettingsT]):
             crm=self.crm,
             base_url=self.base_url,
             headers=self.headers(),
-            secrets=self.secrets(),
+            # a token in the base URL's query (a webhook's signature) is a secret too
+            secrets=[*self.secrets(), *url_secrets(self.base_url)],
             auth_hint=self.auth_hint(),
             timeout=float(getattr(settings, "timeout_seconds", 30.0)),
             limit_headers=self.limit_headers,
@@ -230,11 +264,40 @@ class BatchAdapter(Generic[SettingsT]):
 
     async def send(self, body: Any) -> httpx.Response:
         """Send one request's body (override to sign requests, e.g. with a token fetched first)."""
-        return await self.client.request(self.method, self.request_path(), json=body)
+        return await self.client.request(
+            self.method, self.request_path(), content=json_bytes(body), headers=_JSON
+        )
+
+    async def exchange(self, sent: Sequence[Sent]) -> Sequence[Outcome | Unresolved]:
+        """One request for ``sent`` and what its answer says of each item: :meth:`send` the
+        :meth:`body`, then :meth:`answer`. Override for an exchange of several requests (e.g. submit
+        a job, then poll it), or one that sends again on some answers."""
+        body = self.body([s.item for s in sent])
+        response = await self.send(body)
+        kept: KeptExchange | None = None
+        sampler = self.context.payloads
+        if sampler is not None and sampler.wanted():
+            # Kept in the run history: redacted, capped, for every contact of this request.
+            kept = sampler.capture(json.dumps(body, default=str), response.text, self.client.redact)
+        # The run history keeps each contact's status code.
+        status = response.status_code
+        return [_with_status(o, status, kept) for o in self.answer(response, sent)]
+
+    async def deliver(self, items: Sequence[Sent]) -> list[Outcome]:
+        """Send a push's items (de-duplicated and mapped) and return each contact's outcome. Default:
+        requests of :meth:`request_size` items through :meth:`send_all`. Override to take another route
+        for some pushes (e.g. a bulk import above a threshold), through :meth:`send_all` too."""
+        return await self.send_all(cut(items, max(1, self.request_size())))
 
     def request_path(self) -> str:
         """The endpoint (default :attr:`path`; e.g. a setting instead)."""
         return self.path
+
+    def item_key(self, contact: Contact) -> str:
+        """What makes contacts one item: those with the same key are sent once and share its outcome.
+        Default: the normalised e-mail; ``str(contact.id)`` sends every row (a webhook whose workflow
+        decides what a repeated e-mail means)."""
+        return normalised_email(contact.email)
 
     def representative(self, members: Sequence[Contact]) -> Contact:
         """Which of the contacts sharing an e-mail is sent for all of them. Default: the first."""
@@ -247,7 +310,7 @@ class BatchAdapter(Generic[SettingsT]):
     def not_found(self, response: httpx.Response) -> FatalError:
         """The error for a 404 or 405: the base URL (or the endpoint) is wrong."""
         return FatalError(
-            f"{self.crm}: no API at {self.base_url}{self.request_path()} (HTTP "
+            f"{self.crm}: no API at {self.client.redact(self.base_url + self.request_path())} (HTTP "
             f"{response.status_code}): check the base URL setting "
             f"{self.base_url_setting or self.crm.upper() + '_*'}. "
             f"The CRM said: {self.client.body_snippet(response)}"
@@ -282,7 +345,7 @@ class BatchAdapter(Generic[SettingsT]):
         outcomes: list[Outcome] = list(skipped)
         groups: dict[str, list[Contact]] = {}
         for contact in sendable:
-            groups.setdefault(normalised_email(contact.email), []).append(contact)
+            groups.setdefault(self.item_key(contact), []).append(contact)
         items: list[Sent] = []
         for members in groups.values():
             chosen = self.representative(members)
@@ -294,13 +357,20 @@ class BatchAdapter(Generic[SettingsT]):
                 continue
             items.append(Sent(chosen, item, (chosen.id, *others)))
         self.context.report(outcomes)
-        size = max(1, self.request_size())
-        chunks = [items[start : start + size] for start in range(0, len(items), size)]
-        return outcomes + await self._send_all(chunks)
+        return outcomes + await self.deliver(items)
 
-    async def _send_all(self, chunks: Sequence[Sequence[Sent]]) -> list[Outcome]:
-        """Each chunk as one request, :meth:`concurrency` at a time; see the module docstring."""
-        semaphore = asyncio.Semaphore(self.concurrency())
+    async def send_all(
+        self,
+        chunks: Sequence[Sequence[Sent]],
+        exchange: Exchange | None = None,
+        *,
+        concurrency: int | None = None,
+    ) -> list[Outcome]:
+        """Each chunk through one ``exchange`` (default :meth:`exchange`), ``concurrency`` (default
+        :meth:`concurrency`) at a time, each one's outcomes reported as it is answered; the first fatal
+        error stops the chunks not started yet; see the module docstring."""
+        semaphore = asyncio.Semaphore(concurrency or self.concurrency())
+        exchange = exchange or self.exchange
         failed: list[Exception] = []
 
         async def run(chunk: Sequence[Sent]) -> list[Outcome]:
@@ -308,7 +378,8 @@ class BatchAdapter(Generic[SettingsT]):
                 if failed:
                     return []  # the run is stopping: not sent, handed back untouched
                 try:
-                    answered = _spread(chunk, await self._request(chunk, self._budget()), self.crm)
+                    outcomes = await self._request(chunk, self._budget(), exchange)
+                    answered = _spread(chunk, outcomes, self.crm)
                 except Exception as exc:  # a FatalError, a database error: raised below
                     failed.append(exc)
                     return []
@@ -323,34 +394,28 @@ class BatchAdapter(Generic[SettingsT]):
     def _budget(self) -> _Budget:
         return _Budget(self.bisection_budget())
 
-    async def _request(self, sent: Sequence[Sent], budget: _Budget) -> list[Outcome]:
-        """One request for ``sent``: the outcomes of its representatives (``Sent.contact``)."""
-        exchange: Exchange | None = None
+    def answer(
+        self, response: httpx.Response, sent: Sequence[Sent]
+    ) -> Sequence[Outcome | Unresolved]:
+        """What ``response`` says of ``sent``: 404/405 and :attr:`batch_rejections` as the module
+        docstring says, any other status as :meth:`outcomes` says."""
+        status = response.status_code
+        if status in (404, 405):
+            raise self.not_found(response)
+        if status not in self.batch_rejections:
+            return self.outcomes(response, sent)
+        said = self.rejected(response, sent)
+        if not self.bisect_rejections and len(sent) > 1:
+            reason = f"{self.crm} rejected the batch (HTTP {status}): {said}"
+            return [PermanentFailure(s.contact.id, reason) for s in sent]
+        return [Unresolved(s.contact.id, f"HTTP {status}: {said}") for s in sent]
+
+    async def _request(
+        self, sent: Sequence[Sent], budget: _Budget, exchange: Exchange
+    ) -> list[Outcome]:
+        """One exchange for ``sent``: the outcomes of its representatives (``Sent.contact``)."""
         try:
-            body = self.body([s.item for s in sent])
-            response = await self.send(body)
-            status = response.status_code
-            sampler = self.context.payloads
-            if sampler is not None and sampler.wanted():
-                # Kept in the run history: redacted, capped, for every contact of this request.
-                exchange = sampler.capture(
-                    json.dumps(body, default=str), response.text, self.client.redact
-                )
-            if status in (404, 405):
-                raise self.not_found(response)
-            if status in self.batch_rejections:
-                said = self.rejected(response, sent)
-                if not self.bisect_rejections and len(sent) > 1:
-                    reason = f"{self.crm} rejected the batch (HTTP {status}): {said}"
-                    return [PermanentFailure(s.contact.id, reason, status, exchange) for s in sent]
-                answered: Sequence[Outcome | Unresolved] = [
-                    Unresolved(s.contact.id, f"HTTP {status}: {said}") for s in sent
-                ]
-            else:
-                # The run history keeps each contact's status code.
-                answered = [
-                    _with_status(o, status, exchange) for o in self.outcomes(response, sent)
-                ]
+            answered = await exchange(sent)
         except TransientError as exc:
             code = _status_of(exc)
             return [
@@ -363,12 +428,13 @@ class BatchAdapter(Generic[SettingsT]):
         unresolved = {o.contact_id: o.reason for o in answered if isinstance(o, Unresolved)}
         left = [s for s in sent if s.contact.id in unresolved]
         if left:
-            outcomes += await self._bisect(
-                left, "; ".join(dict.fromkeys(unresolved.values())), budget
-            )
+            said = "; ".join(dict.fromkeys(unresolved.values()))
+            outcomes += await self._bisect(left, said, budget, exchange)
         return outcomes
 
-    async def _bisect(self, sent: Sequence[Sent], said: str, budget: _Budget) -> list[Outcome]:
+    async def _bisect(
+        self, sent: Sequence[Sent], said: str, budget: _Budget, exchange: Exchange
+    ) -> list[Outcome]:
         """The CRM refused ``sent`` together without saying which were at fault: send them again in
         halves while the batch's budget lasts, until each one stands alone."""
         if len(sent) == 1:
@@ -384,8 +450,8 @@ class BatchAdapter(Generic[SettingsT]):
             return [TransientFailure(s.contact.id, reason) for s in sent]
         budget.left -= 2
         middle = len(sent) // 2
-        first = await self._request(sent[:middle], budget)
-        return first + await self._request(sent[middle:], budget)
+        first = await self._request(sent[:middle], budget, exchange)
+        return first + await self._request(sent[middle:], budget, exchange)
 
     # -- helpers for outcomes() ---------------------------------------------------------------------
 
@@ -411,7 +477,7 @@ def _spread(sent: Sequence[Sent], outcomes: Sequence[Outcome], crm: str) -> list
     return spread
 
 
-def _with_status(outcome: _O, status: int, exchange: Exchange | None) -> _O:
+def _with_status(outcome: _O, status: int, exchange: KeptExchange | None) -> _O:
     if isinstance(outcome, (Synced, TransientFailure, PermanentFailure)) and (
         outcome.status_code is None or exchange is not None
     ):

@@ -141,6 +141,13 @@ class SyncSettings(BaseSettings):
     sync_failure_digest_minutes: float = Field(15.0, gt=0)
     #: the largest response body read from the CRM; a larger answer fails the request with a snippet
     sync_max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1)
+    #: confirmed delivery: an accepted contact stays Processing until the destination calls back
+    #: (``POST {prefix}/{crm}/sync/confirm``); see docs/confirmed-delivery.md
+    sync_confirm: bool = False
+    #: no callback within this time: back to the queue (an attempt) and re-sent with the same key
+    sync_confirm_timeout_seconds: float = Field(600.0, gt=0)
+    #: the bearer secret the destination's callback must carry
+    sync_callback_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _rate_limit_is_complete(self) -> SyncSettings:

@@ -49,6 +49,13 @@ class Event(enum.Enum):
     FAIL = "fail"  # permanent failure, or attempts used up
     SKIP_BY_ADAPTER = "skip_by_adapter"
     RELEASE = "release"  # the claim is handed back untouched (fatal error, shutdown, dead worker)
+    # Confirmed delivery ({CRM}_SYNC_CONFIRM): the CRM accepted the contact, and only its callback
+    # completes it. While awaiting, the sync status stays Processing and the processing status is
+    # Complete (the request is done), which no claim, claim expiry or queue operation touches.
+    AWAIT = "await_confirmation"  # accepted: waiting for the destination's callback
+    CONFIRM = "confirm"  # a success callback
+    CONFIRM_RETRY = "confirm_retry"  # a failure callback, or none in time, with attempts left
+    CONFIRM_FAIL = "confirm_fail"  # a failure callback, or none in time, with attempts used up
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +126,35 @@ TRANSITIONS: Mapping[Event, Rule] = {
         frozenset({S.PROCESSING}), frozenset({P.PROCESSING}), S.SKIPPED, None
     ),
     Event.RELEASE: Rule(frozenset({S.PROCESSING}), frozenset({P.PROCESSING}), S.QUEUED, P.QUEUED),
+    Event.AWAIT: Rule(
+        frozenset({S.PROCESSING}),
+        frozenset({P.PROCESSING}),
+        S.PROCESSING,
+        P.COMPLETE,
+        clears_error=True,
+    ),
+    Event.CONFIRM: Rule(
+        frozenset({S.PROCESSING}),
+        frozenset({P.COMPLETE}),
+        S.COMPLETE,
+        P.COMPLETE,
+        clears_error=True,
+        resets_retry=True,
+    ),
+    Event.CONFIRM_RETRY: Rule(
+        frozenset({S.PROCESSING}),
+        frozenset({P.COMPLETE}),
+        S.QUEUED,
+        P.QUEUED,
+        counts_attempt=True,
+    ),
+    Event.CONFIRM_FAIL: Rule(
+        frozenset({S.PROCESSING}), frozenset({P.COMPLETE}), S.ERROR, P.ERROR, counts_attempt=True
+    ),
 }
+
+#: the state of a contact the destination accepted and has not yet confirmed (confirmed delivery)
+AWAITING = State(S.PROCESSING, P.COMPLETE)
 
 
 def allows(event: Event, state: State) -> bool:

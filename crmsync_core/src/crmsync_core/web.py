@@ -25,6 +25,10 @@ Per CRM that has an installed adapter and columns in the table:
 
 and ``PUT {prefix}/crm/select``: select or unselect contacts for several CRMs at once.
 
+``POST {prefix}/{crm}/sync/confirm`` is the destination's callback for confirmed delivery
+(``{CRM}_SYNC_CONFIRM``, :mod:`crmsync_core.confirm`): it is not guarded by ``dependencies`` (n8n is not
+a user of the host) but by the bearer secret ``{CRM}_SYNC_CALLBACK_SECRET``.
+
 Queue operations run on the host's session when ``session`` is given (and commit it, as the host's own
 handlers do), else in a transaction of their own. Bad input answers 422 in FastAPI's usual shape
 (``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``); an empty id list is not an error.
@@ -32,21 +36,25 @@ handlers do), else in a transaction of their own. Bad input answers 422 in FastA
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+import hmac
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Header, Path
 from fastapi.exceptions import HTTPException, RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from . import confirm
 from .errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError
 from .filters import ContactFilter
 from .layout import Layout
 from .plugins import Registry, default_registry
 from .queue import QueueResult
+from .settings import SyncSettings
 from .status import SyncStatus
 from .store import Store
 
@@ -56,10 +64,14 @@ if TYPE_CHECKING:
 #: the most contact ids one request may carry; ``sync/filtered`` queues any number
 MAX_CONTACT_IDS = 10_000
 
+logger = logging.getLogger("crmsync.web")
+
 __all__ = [
     "MAX_CONTACT_IDS",
     "CheckLine",
     "CheckResponse",
+    "ConfirmRequest",
+    "ConfirmResponse",
     "QueueResponse",
     "SelectRequest",
     "SelectResponse",
@@ -208,6 +220,36 @@ class CheckResponse(BaseModel):
     checks: list[CheckLine]
 
 
+class ConfirmRequest(BaseModel):
+    """The destination's callback for one delivery (confirmed delivery)."""
+
+    #: the contact, as it was sent (``contact_id`` of n8n's payload)
+    contact_id: str = Field(min_length=1, max_length=64)
+    #: the ``Idempotency-Key`` header the contact was sent with
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    #: ``ok``: the destination finished with the contact; ``error``: it failed
+    status: Literal["ok", "error"]
+    #: why it failed (kept as the contact's error)
+    error: str | None = Field(None, max_length=2000, json_schema_extra=_TEXT)
+    #: on a failure: whether a later attempt may succeed (else ``Error`` at once)
+    retry: bool = True
+    #: anything to hand to the ``contact_confirmed`` hook (enrichment results)
+    data: JsonValue = None
+
+    @field_validator("error")
+    @classmethod
+    def _text_is_storable(cls, value: str | None) -> str | None:
+        return _storable(value)
+
+
+class ConfirmResponse(BaseModel):
+    """What the callback did: ``confirmed``, ``retrying``, ``failed``, ``early`` (kept until the
+    acceptance is recorded) or ``ignored`` (a duplicate, a stale key, a contact not awaiting)."""
+
+    result: Literal["confirmed", "retrying", "failed", "early", "ignored"]
+    message: str
+
+
 def sync_router(
     database: "AsyncEngine | Store",
     *,
@@ -218,6 +260,7 @@ def sync_router(
     crms: Iterable[str] | None = None,
     registry: Registry | None = None,
     tags: Sequence[str] = ("crm sync",),
+    settings: Mapping[str, SyncSettings] | None = None,
 ) -> APIRouter:
     """A router with the crmsync endpoints.
 
@@ -226,7 +269,8 @@ def sync_router(
     :meth:`Layout.default`). ``session`` is a FastAPI dependency that yields an ``AsyncSession`` or
     ``AsyncConnection``: queue operations then run in it and commit it. ``dependencies`` (e.g. the host's
     auth, ``[Depends(get_current_user)]``) guard every endpoint. ``crms`` defaults to every CRM with an
-    installed adapter (from ``registry``) and columns in the layout.
+    installed adapter (from ``registry``) and columns in the layout. ``settings`` gives CRMs' settings
+    in code (default: read from the environment), for the confirmation callback.
     """
     if isinstance(database, Store):
         layout = database.layout
@@ -237,6 +281,14 @@ def sync_router(
     handle_dependency = session or _no_session
 
     router = APIRouter(prefix=prefix, dependencies=list(dependencies), tags=list(tags))
+    # The callback is authenticated by its own secret, not by the host's user dependencies.
+    callbacks = APIRouter(prefix=prefix, tags=list(tags))
+    known_settings: dict[str, SyncSettings] = dict(settings or {})
+
+    def settings_for(crm: str) -> SyncSettings:
+        if crm not in known_settings:
+            known_settings[crm] = (registry or default_registry()).get(crm).settings_model()
+        return known_settings[crm]
 
     def crm_name(
         crm: Annotated[
@@ -384,7 +436,73 @@ def sync_router(
             action=body.action, crms=chosen, updated_count=updated, results=results, message=message
         )
 
-    return router
+    @callbacks.post(
+        "/{crm}/sync/confirm",
+        response_model=ConfirmResponse,
+        operation_id="crmsync_sync_confirm",
+        responses={
+            401: {"description": "no or a wrong bearer secret ({CRM}_SYNC_CALLBACK_SECRET)"},
+            404: {"description": "confirmed delivery is off for this CRM"},
+            500: {"description": "the contact_confirmed hook failed; nothing changed, call again"},
+            **_NOT_JSON,
+        },
+        summary="The destination confirms (or reports the failure of) one delivery",
+    )
+    async def sync_confirm(
+        body: ConfirmRequest,
+        crm: Crm,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> ConfirmResponse:
+        crm_settings = settings_for(crm)
+        secret = crm_settings.sync_callback_secret
+        expected = f"Bearer {secret.get_secret_value()}" if secret else None
+        if expected is None or not hmac.compare_digest(
+            (authorization or "").encode("utf-8"), expected.encode("utf-8")
+        ):
+            raise HTTPException(
+                401, "a bearer secret is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if not crm_settings.sync_confirm:
+            prefix_name = crm_settings.model_config.get("env_prefix", f"{crm.upper()}_")
+            raise HTTPException(
+                404, f"confirmed delivery is off for {crm} ({prefix_name}SYNC_CONFIRM)"
+            )
+        store = await opener.store()
+        callback = confirm.Callback(
+            contact_id=body.contact_id,
+            idempotency_key=body.idempotency_key,
+            ok=body.status == "ok",
+            error=body.error,
+            data=body.data,
+            retry=body.retry,
+        )
+        try:
+            with _unavailable_as_503():
+                result = await confirm.handle_callback(
+                    store, registry or default_registry(), crm, crm_settings, callback
+                )
+        except HTTPException:
+            raise
+        except Exception as exc:
+            logger.exception("%s: a confirmation callback failed", crm)
+            raise HTTPException(
+                500, "the confirmation could not be applied; nothing changed, call again"
+            ) from exc
+        return ConfirmResponse(result=result, message=_CONFIRM_MESSAGES[result].format(crm=crm))
+
+    outer = APIRouter()
+    outer.include_router(router)
+    outer.include_router(callbacks)
+    return outer
+
+
+_CONFIRM_MESSAGES = {
+    "confirmed": "the contact is complete in {crm}",
+    "retrying": "the failure was recorded; the contact is queued again for {crm}",
+    "failed": "the failure was recorded; the contact is in error for {crm}",
+    "early": "kept: it applies when the acceptance of the contact is recorded",
+    "ignored": "nothing changed: no contact awaits this confirmation",
+}
 
 
 def _crm_names(layout: Layout, crms: Iterable[str] | None, registry: Registry | None) -> list[str]:

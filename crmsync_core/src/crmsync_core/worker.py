@@ -4,20 +4,27 @@ SIGINT and SIGTERM ask it to stop: the batches in flight finish and are recorded
 by its deadline), nothing new is claimed, and nothing is left ``Processing``. A second signal cancels the
 batches in flight: what the CRM already answered is recorded, the other contacts go back to the queue
 untouched, and :meth:`Worker.run` returns normally (:attr:`Worker.abandoned` says so).
+
+On PostgreSQL the worker is also woken on queue (:mod:`crmsync_core.wake`): a CRM runs as soon as a
+transaction that queued contacts for it commits, and the interval is only the fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .engine import Engine
 from .errors import StoreError
 from .report import RunReport
+from .wake import QueueWaker
+
+if TYPE_CHECKING:
+    from .wake import Listener
 
 logger = logging.getLogger("crmsync.worker")
 
@@ -36,7 +43,10 @@ class Worker:
         *,
         interval: float | None = None,
         on_report: Callable[[RunReport], None] | None = None,
+        wake_on_queue: str | None = None,
     ) -> None:
+        """``wake_on_queue`` is ``"auto"`` or ``"off"`` (default: ``CRMSYNC_WAKE_ON_QUEUE``, else
+        ``auto``)."""
         if not crms:
             raise ValueError("a worker needs at least one CRM")
         self.engine = engine
@@ -49,6 +59,13 @@ class Worker:
         #: the batches in flight were abandoned on a second signal
         self.abandoned = False
         self._next_prune = 0.0
+        self._wake_mode = wake_on_queue
+        #: woken when contacts are queued (see :mod:`crmsync_core.wake`)
+        self.waker = QueueWaker()
+        #: listening for queued contacts while :meth:`run` runs (``None``: polling only)
+        self.listener: Listener | None = None
+        #: a CRM that announced a pause (rate limit, circuit breaker) is not woken before this time
+        self._not_before = dict.fromkeys(self.crms, 0.0)
 
     def stop(self) -> None:
         """Finish the batches in flight, then return from :meth:`run`."""
@@ -70,6 +87,9 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, task)
+        listener = self.listener = self.engine.store.queue_listener(
+            self.waker, self.crms, mode=self._wake_mode
+        )
         try:
             while not self._stop.is_set():
                 for crm in self.crms:
@@ -77,23 +97,29 @@ class Worker:
                         break
                     if time.monotonic() < self._next_run[crm]:
                         continue
+                    # What is queued from now on wakes the worker again after this run.
+                    self.waker.clear(crm)
                     report = await self.engine.run_once(crm, stop=self._stop)
                     await self._prune()
                     wait = self.interval_for(crm)
                     if report.resume_after is not None:
                         wait = max(wait, report.resume_after)
+                        self._not_before[crm] = time.monotonic() + report.resume_after
                     self._next_run[crm] = time.monotonic() + wait
                     if self._on_report is not None:
                         self._on_report(report)
                 sleep_for = max(0.0, min(self._next_run.values()) - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=sleep_for)
+                for crm in await self.waker.wait(self.crms, sleep_for, stop=self._stop):
+                    self.waker.clear(crm)
+                    self._next_run[crm] = min(self._next_run[crm], self._not_before[crm])
         except asyncio.CancelledError:
             if not self.abandoned or task is None:
                 raise
             # Our own second-signal cancellation: the engine has settled the batches; return normally.
             task.uncancel()
         finally:
+            if listener is not None:
+                await listener.aclose()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)

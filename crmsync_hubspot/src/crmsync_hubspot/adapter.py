@@ -29,7 +29,6 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
 from crmsync_core.errors import (
     ConfigurationError,
@@ -40,7 +39,6 @@ from crmsync_core.errors import (
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimit, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, Unresolved
 
-from .fake import make_sandbox
 from .mapping import MAX_INPUTS, UpsertInput, contact_properties, normalise_email
 from .settings import HubspotSettings
 
@@ -366,12 +364,6 @@ def _missing_properties(body: Any, message: str) -> list[str]:
     return list(dict.fromkeys(names)) or ["(unnamed)"]
 
 
-async def _check(settings: HubspotSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     name="hubspot",
     settings_model=HubspotSettings,
@@ -380,7 +372,7 @@ SPEC: AdapterSpec[HubspotSettings] = AdapterSpec(
     rate_limit=DEFAULT_RATE_LIMIT,
     rate_limits=rate_limits,
     partial_success=True,
-    sandbox=make_sandbox,
-    check=_check,
+    sandbox="crmsync_hubspot.fake:make_sandbox",
+    check="crmsync_hubspot.account:check",
     description="HubSpot contacts: batch upsert by e-mail, 100 per request",
 )

@@ -23,13 +23,11 @@ Every behaviour here is traced to HubSpot's documentation or SDK, and marked con
 
 from __future__ import annotations
 
-import collections
 import json
-import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,7 +37,8 @@ import httpx
 from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, RateLimit, WindowKind
+from crmsync_core.testing.fakecrm import Budget, FakeCrm, respond
 
 from .settings import DEFAULT_PROPERTIES_PATH, DEFAULT_UPSERT_PATH, HubspotSettings
 
@@ -82,15 +81,7 @@ class FakeContact:
 
 
 @dataclass
-class _Injected:
-    status: int | None
-    body: Any
-    headers: dict[str, str]
-    times: int
-
-
-@dataclass
-class FakeHubspot:
+class FakeHubspot(FakeCrm):
     """One HubSpot account. Every attribute may be changed between requests."""
 
     token: str = DEFAULT_TOKEN
@@ -122,25 +113,23 @@ class FakeHubspot:
     scopes: set[str] = field(default_factory=lambda: set(ALL_SCOPES))
 
     def __post_init__(self) -> None:
+        FakeCrm.__init__(self, failure_rate=self.failure_rate, seed=self.seed)
+        # The daily budget is a fixed window from midnight to midnight in the account's time zone.
+        self.windows.calendar["daily"] = self._midnight
         self.contacts: dict[str, FakeContact] = {}
         self.property_definitions: dict[str, dict[str, Any]] = {
             name: _property_json(name, name, "string", "text") for name in self.properties
         }
-        self.requests: list[httpx.Request] = []
         #: inputs per accepted upsert request, in order
         self.batch_sizes: list[int] = []
-        self.rate_limited = 0
-        self._rng = random.Random(self.seed)
-        self._window: collections.deque[float] = collections.deque()
-        self._day: str | None = None
-        self._daily_used = 0
         self._next_id = 1001
-        self._injected: collections.deque[_Injected] = collections.deque()
 
     # -- control ------------------------------------------------------------------------------------
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    @property
+    def requests(self) -> list[httpx.Request]:
+        """Every request received, in order."""
+        return self.log
 
     def fail_next(
         self,
@@ -151,14 +140,19 @@ class FakeHubspot:
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` requests with ``status`` and ``body`` (``status=None``: time out)."""
-        self._injected.append(_Injected(status, body, dict(headers or {}), times))
+        self.script(
+            status,
+            body=body,
+            headers=headers,
+            times=times,
+            fault="timeout" if status is None else None,
+        )
 
     def use_up_daily_limit(self) -> None:
         """Spend today's budget (sets a daily limit of 1,000 if there was none)."""
         if self.daily_limit is None:
             self.daily_limit = 1000
-        self._roll_day()
-        self._daily_used = self.daily_limit
+        self.windows.exhaust(self._daily_bucket(), self.now())
 
     def contact(self, email: str) -> FakeContact | None:
         return self.contacts.get(email.strip().lower())
@@ -169,9 +163,7 @@ class FakeHubspot:
 
     # -- the API ------------------------------------------------------------------------------------
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        self.requests.append(request)
+    async def answer(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return _error(
                 401,
@@ -179,22 +171,16 @@ class FakeHubspot:
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication "
                 "and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
             )
-        limited = self._spend_budget()
-        if limited is not None:
-            self.rate_limited += 1
-            return limited
-        headers = self._budget_headers()
-        if self._injected:
-            injected = self._injected[0]
-            injected.times -= 1
-            if injected.times <= 0:
-                self._injected.popleft()
-            if injected.status is None:
-                raise httpx.ReadTimeout("injected timeout", request=request)
-            return _response(injected.status, injected.body, {**headers, **injected.headers})
-        if self.failure_rate and self._rng.random() < self.failure_rate:
-            status = self._rng.choice([502, 503, 504])
-            return _response(status, {"status": "error", "message": "Bad gateway (injected)"})
+        budgets, full = self.take_budget(request)
+        headers = self._budget_headers(budgets)
+        if full is not None:
+            return _rate_limited(full, headers)
+        scripted = self.take_scripted(request)
+        if scripted is not None:
+            return scripted.response(headers)
+        if self.injected_failure():
+            status = self.rng.choice([502, 503, 504])
+            return respond(status, {"status": "error", "message": "Bad gateway (injected)"})
         response = self._route(request)
         response.headers.update(headers)
         return response
@@ -210,7 +196,7 @@ class FakeHubspot:
             return self._get_property(path.removeprefix(DEFAULT_PROPERTIES_PATH + "/"))
         if path == DEFAULT_PROPERTIES_PATH and request.method == "POST":
             return self._create_property(request)
-        return _response(404, {"status": "error", "message": f"Not Found: {path}"})
+        return respond(404, {"status": "error", "message": f"Not Found: {path}"})
 
     def _upsert(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -264,7 +250,7 @@ class FakeHubspot:
         }
         if errors:
             answer.update(numErrors=len(errors), errors=errors)
-        return _response(207 if errors else 200, answer)
+        return respond(207 if errors else 200, answer)
 
     def _problems(self, item: dict[str, Any]) -> list[tuple[str, str, str]]:
         """What HubSpot's validation finds in one input: ``(property, code, message)`` each."""
@@ -336,7 +322,7 @@ class FakeHubspot:
         definition = self.property_definitions.get(name)
         if definition is None or name not in self.properties:
             return _error(404, "OBJECT_NOT_FOUND", f"Unable to find property {name}")
-        return _response(200, definition)
+        return respond(200, definition)
 
     def _create_property(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -353,7 +339,7 @@ class FakeHubspot:
             return _error(409, "CONFLICT", f"A property named '{name}' already exists.")
         self.properties.add(name)
         self.property_definitions[name] = _property_json(name, label, kind, field_type, group)
-        return _response(201, self.property_definitions[name])
+        return respond(201, self.property_definitions[name])
 
     # -- scopes, property listing and batch creation (``crmsync check`` / ``crmsync hubspot setup``) --
 
@@ -371,7 +357,7 @@ class FakeHubspot:
                 for name in sorted(self.properties)
                 if name in self.property_definitions
             ]
-            return _response(200, {"results": results})
+            return respond(200, {"results": results})
         if path == DEFAULT_PROPERTIES_PATH + "/batch/create" and method == "POST":
             return self._batch_create_properties(request)
         return None
@@ -385,7 +371,7 @@ class FakeHubspot:
         if key != self.token:
             # UNCONFIRMED: HubSpot's exact answer for an unknown token.
             return _error(400, "VALIDATION_ERROR", "tokenKey is not a valid private app token")
-        return _response(
+        return respond(
             200, {"userId": 1, "hubId": 12345, "appId": 678, "scopes": sorted(self.scopes)}
         )
 
@@ -422,64 +408,43 @@ class FakeHubspot:
         }
         if errors:
             answer.update(numErrors=len(errors), errors=errors)
-        return _response(207 if errors else 201, answer)
+        return respond(207 if errors else 201, answer)
 
     # -- budgets ------------------------------------------------------------------------------------
 
-    def _roll_day(self) -> None:
-        day = datetime.fromtimestamp(self.clock(), ZoneInfo(self.timezone)).date().isoformat()
-        if day != self._day:
-            self._day, self._daily_used = day, 0
+    def now(self) -> float:
+        return self.clock()
 
-    def _spend_budget(self) -> httpx.Response | None:
-        now = self.clock()
-        self._roll_day()
-        if self.daily_limit is not None and self._daily_used >= self.daily_limit:
-            return _response(
-                429,
-                {
-                    "status": "error",
-                    "message": "You have reached your daily limit.",
-                    "errorType": "RATE_LIMIT",
-                    "correlationId": str(uuid.uuid4()),
-                    "policyName": "DAILY",
-                },
-                self._budget_headers(),
-            )
-        if self.rate_limit is not None:
-            while self._window and self._window[0] <= now - self.rate_limit.period_seconds:
-                self._window.popleft()
-            if len(self._window) >= self.rate_limit.requests:
-                return _response(
-                    429,
-                    {
-                        "status": "error",
-                        "message": "You have reached your ten_secondly_rolling limit.",
-                        "errorType": "RATE_LIMIT",
-                        "correlationId": str(uuid.uuid4()),
-                        "policyName": "TEN_SECONDLY_ROLLING",
-                    },
-                    self._budget_headers(),
-                )
-            self._window.append(now)
-        self._daily_used += 1
-        return None
+    def _midnight(self, now: float) -> float:
+        moment = datetime.fromtimestamp(now, ZoneInfo(self.timezone))
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
-    def _budget_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if self.rate_limit is not None:
-            headers["X-HubSpot-RateLimit-Max"] = str(self.rate_limit.requests)
-            headers["X-HubSpot-RateLimit-Remaining"] = str(
-                max(0, self.rate_limit.requests - len(self._window))
-            )
-            headers["X-HubSpot-RateLimit-Interval-Milliseconds"] = str(
-                round(self.rate_limit.period_seconds * 1000)
-            )
+    def _daily_bucket(self) -> Bucket:
+        return Bucket("daily", self.daily_limit or 1, 86_400.0, WindowKind.FIXED)
+
+    def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
+        """Every request counts against the daily budget and the rolling window (checked in that
+        order: a spent daily budget answers ``DAILY`` whatever the window holds)."""
+        buckets = []
         if self.daily_limit is not None:
-            headers["X-HubSpot-RateLimit-Daily"] = str(self.daily_limit)
-            headers["X-HubSpot-RateLimit-Daily-Remaining"] = str(
-                max(0, self.daily_limit - self._daily_used)
-            )
+            buckets.append(self._daily_bucket())
+        if self.rate_limit is not None:
+            limit = self.rate_limit
+            buckets.append(Bucket("rolling", limit.requests, limit.period_seconds))
+        return buckets
+
+    def _budget_headers(self, budgets: Iterable[Budget]) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for budget in budgets:
+            if budget.bucket.name == "rolling":
+                headers["X-HubSpot-RateLimit-Max"] = str(budget.bucket.requests)
+                headers["X-HubSpot-RateLimit-Remaining"] = str(budget.remaining)
+                headers["X-HubSpot-RateLimit-Interval-Milliseconds"] = str(
+                    round(budget.bucket.period_seconds * 1000)
+                )
+            else:
+                headers["X-HubSpot-RateLimit-Daily"] = str(budget.bucket.requests)
+                headers["X-HubSpot-RateLimit-Daily-Remaining"] = str(budget.remaining)
         return headers
 
 
@@ -503,16 +468,26 @@ def make_sandbox(options: SandboxOptions) -> Sandbox[HubspotSettings]:
 # -- HubSpot's answers ----------------------------------------------------------------------------
 
 
-def _response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
-    if body is None:
-        return httpx.Response(status, headers=headers)
-    if isinstance(body, bytes | str):
-        return httpx.Response(status, content=body, headers=headers)
-    return httpx.Response(status, json=body, headers=headers)
+def _rate_limited(full: Budget, headers: dict[str, str]) -> httpx.Response:
+    """HubSpot's 429: ``policyName`` ``DAILY`` or ``TEN_SECONDLY_ROLLING``."""
+    policy = "DAILY" if full.bucket.name == "daily" else "TEN_SECONDLY_ROLLING"
+    message = (
+        "You have reached your daily limit."
+        if policy == "DAILY"
+        else "You have reached your ten_secondly_rolling limit."
+    )
+    body = {
+        "status": "error",
+        "message": message,
+        "errorType": "RATE_LIMIT",
+        "correlationId": str(uuid.uuid4()),
+        "policyName": policy,
+    }
+    return respond(429, body, headers)
 
 
 def _error(status: int, category: str, message: str) -> httpx.Response:
-    return _response(
+    return respond(
         status,
         {
             "status": "error",
@@ -534,7 +509,7 @@ def _needed_scope(method: str, path: str) -> str | None:
 
 def _missing_scopes(scope: str) -> httpx.Response:
     """HubSpot's 403 for a token without a scope the endpoint requires (category MISSING_SCOPES)."""
-    return _response(
+    return respond(
         403,
         {
             "status": "error",

@@ -27,13 +27,11 @@ from typing import Any
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced, TransientFailure
 from crmsync_core.errors import AuthenticationError, ConfigurationError, FatalError
 from crmsync_core.ratelimit import Bucket, LimitHeaders, RateLimits, WindowKind
 from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url
 
-from .fake import make_sandbox
 from .mapping import contact_payload
 from .settings import MauticSettings
 
@@ -468,12 +466,6 @@ def rate_limits(settings: MauticSettings) -> RateLimits:
     return RateLimits((bucket,), LIMIT_HEADERS)
 
 
-async def _check(settings: MauticSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     name="mautic",
     settings_model=MauticSettings,
@@ -482,7 +474,7 @@ SPEC: AdapterSpec[MauticSettings] = AdapterSpec(
     rate_limit=None,
     rate_limits=rate_limits,
     partial_success=True,
-    sandbox=make_sandbox,
-    check=_check,
+    sandbox="crmsync_mautic.fake:make_sandbox",
+    check="crmsync_mautic.account:check",
     description="Mautic (self-hosted): batch upsert by e-mail, HTTP Basic or OAuth 2 auth",
 )

@@ -31,12 +31,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import random
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -44,7 +41,8 @@ import httpx
 from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, RateLimit, RateLimits, WindowKind
+from crmsync_core.testing.fakecrm import FakeCrm, respond
 
 from .settings import MauticSettings
 
@@ -77,14 +75,7 @@ CORE_FIELDS: dict[str, str] = {
 _NO_ACCESS = "You do not have access to the requested area/action."
 
 
-@dataclass(frozen=True, slots=True)
-class _Scripted:
-    status: int
-    body: Any
-    headers: Mapping[str, str]
-
-
-class FakeMautic:
+class FakeMautic(FakeCrm):
     """One Mautic installation: its contacts, credentials, settings and misbehaviour."""
 
     def __init__(
@@ -108,6 +99,7 @@ class FakeMautic:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(failure_rate=failure_rate, seed=seed)
         self.username = username
         self.password = password
         self.client_id = client_id
@@ -119,7 +111,6 @@ class FakeMautic:
         self.batch_limit = batch_limit
         self.token_lifetime = token_lifetime
         self.rate_limit = rate_limit
-        self.failure_rate = failure_rate
         self.rejected_domain = rejected_domain
         #: the status of a contact the form refuses: 400, or 422 when a constraint sets that code
         #: (``CommonApiController::processForm``)
@@ -127,20 +118,14 @@ class FakeMautic:
         self.map_style = map_style
         self._clock = clock
         self._wall_clock = wall_clock
-        self._rng = random.Random(seed)
         #: Mautic contact id -> field alias -> value (plus ``tags``)
         self.contacts: dict[int, dict[str, Any]] = {}
         self._ids: dict[str, int] = {}
-        #: every request received, token requests included
-        self.requests: list[httpx.Request] = []
         #: contacts per batch request that reached the upsert
         self.batch_sizes: list[int] = []
         self.token_requests = 0
         self._tokens: dict[str, float] = {}
-        self._scripted: deque[_Scripted] = deque()
         self._rejections: dict[str, tuple[int, str]] = {}
-        self._window_start: float | None = None
-        self._window_count = 0
         #: the contact fields: alias -> field as ``GET /api/fields/contact`` lists it
         self.fields: dict[str, dict[str, Any]] = {}
         for alias, kind in CORE_FIELDS.items():
@@ -150,8 +135,10 @@ class FakeMautic:
 
     # -- controls -----------------------------------------------------------------------------------
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    @property
+    def requests(self) -> list[httpx.Request]:
+        """Every request received, token requests included."""
+        return self.log
 
     def fail_next(
         self,
@@ -161,11 +148,11 @@ class FakeMautic:
         times: int = 1,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Answer the next ``times`` API requests (not token requests) with ``status`` and ``body``."""
+        """Answer the next ``times`` API requests (not token requests) with ``status`` and ``body``
+        (JSON; bytes or text are sent as they are)."""
         if body is None:
             body = _error(f"Injected HTTP {status}", status)
-        for _ in range(times):
-            self._scripted.append(_Scripted(status, body, dict(headers or {})))
+        self.script(status, body=body, headers=headers, times=times)
 
     def reject(self, email: str, status: int = 422, message: str | None = None) -> None:
         """Answer ``status`` for this e-mail's entry in every batch from now on.
@@ -190,42 +177,44 @@ class FakeMautic:
 
     # -- the server ---------------------------------------------------------------------------------
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        self.requests.append(request)
+    async def answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path.endswith("/oauth/v2/token"):
             return self._token(request)
         if "/api/" not in path and not path.endswith("/api"):
-            return _json(404, _error(f"Requested URL not found: {path}", 404))
+            return respond(404, _error(f"Requested URL not found: {path}", 404))
         if not self.api_enabled:
-            return _json(
+            return respond(
                 403, {"errors": [{"message": _API_DISABLED, "code": 403, "type": "api_disabled"}]}
             )
         refused = self._authenticate(request)
         if refused is not None:
             return refused
-        limited = self._count_request()
-        if limited is not None:
-            return limited
+        _, full = self.take_budget(request)
+        if full is not None:
+            message = (
+                f"You exceeded the rate limit of {full.bucket.requests} API calls per "
+                f"{full.bucket.period_seconds:g} seconds."
+            )
+            return respond(429, _error(message, 429), self._rate_headers())
         headers = self._rate_headers()
-        if self._scripted:
-            scripted = self._scripted.popleft()
-            return _json(scripted.status, scripted.body, {**headers, **scripted.headers})
-        if self.failure_rate and self._rng.random() < self.failure_rate:
-            return _json(503, _error("Service Unavailable (injected)", 503), headers)
+        scripted = self.take_scripted(request)
+        if scripted is not None:
+            return scripted.response(headers)
+        if self.injected_failure():
+            return respond(503, _error("Service Unavailable (injected)", 503), headers)
         if "/api/fields/contact" in path:
             return self._fields_api(request, headers)
         if not path.endswith("/api/contacts/batch/new"):
-            return _json(404, _error(f"Requested URL not found: {path}", 404), headers)
+            return respond(404, _error(f"Requested URL not found: {path}", 404), headers)
         if request.method != "POST":
-            return _json(405, _error(f"Method {request.method} not allowed", 405), headers)
+            return respond(405, _error(f"Method {request.method} not allowed", 405), headers)
         return self._batch_new(request, headers)
 
     def _token(self, request: httpx.Request) -> httpx.Response:
         self.token_requests += 1
         if not self.api_enabled:
-            return _json(
+            return respond(
                 403, {"errors": [{"message": _API_DISABLED, "code": 403, "type": "api_disabled"}]}
             )
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
@@ -233,7 +222,7 @@ class FakeMautic:
         # whether this client may use that grant.
         grant = form.get("grant_type")
         if not grant:
-            return _json(
+            return respond(
                 400,
                 {
                     "error": "invalid_request",
@@ -244,7 +233,7 @@ class FakeMautic:
             self.client_id,
             self.client_secret,
         ):
-            return _json(
+            return respond(
                 400,
                 {
                     "error": "invalid_client",
@@ -252,7 +241,7 @@ class FakeMautic:
                 },
             )
         if grant not in self.grant_types:
-            return _json(
+            return respond(
                 400,
                 {
                     "error": "unauthorized_client",
@@ -261,7 +250,7 @@ class FakeMautic:
             )
         if grant != "client_credentials":
             # The fake serves only the grant the adapter uses.
-            return _json(
+            return respond(
                 400,
                 {
                     "error": "invalid_request",
@@ -270,7 +259,7 @@ class FakeMautic:
             )
         token = secrets.token_urlsafe(32)
         self._tokens[token] = self._clock() + self.token_lifetime
-        return _json(
+        return respond(
             200,
             {
                 "access_token": token,
@@ -285,7 +274,7 @@ class FakeMautic:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
             if not self.basic_auth_enabled:
-                return _json(
+                return respond(
                     403,
                     {
                         "errors": [
@@ -299,7 +288,7 @@ class FakeMautic:
                 user, password = "", ""
             if (user, password) == (self.username, self.password):
                 return None
-            return _json(
+            return respond(
                 401,
                 {
                     "errors": [
@@ -315,10 +304,10 @@ class FakeMautic:
                 message = "The access token provided has expired."
             else:
                 return None
-            return _json(
+            return respond(
                 401, {"errors": [{"message": message, "code": 401, "type": "invalid_grant"}]}
             )
-        return _json(
+        return respond(
             401,
             {
                 "errors": [
@@ -327,28 +316,24 @@ class FakeMautic:
             },
         )
 
-    def _count_request(self) -> httpx.Response | None:
-        if self.rate_limit is None:
-            return None
-        now = self._wall_clock()
-        if self._window_start is None or now >= self._window_start + self.rate_limit.period_seconds:
-            self._window_start, self._window_count = now, 0
-        if self._window_count >= self.rate_limit.requests:
-            message = (
-                f"You exceeded the rate limit of {self.rate_limit.requests} API calls per "
-                f"{self.rate_limit.period_seconds:g} seconds."
-            )
-            return _json(429, _error(message, 429), self._rate_headers())
-        self._window_count += 1
-        return None
+    # ``api_rate_limiter_limit`` calls per period (app/bundles/ApiBundle/Config/config.php), counted
+    # here in a fixed window that starts with the first call after the last window ended; the headers
+    # (assumed: the rate-limit bundle Mautic uses) give its end as a Unix time, on the wall clock.
+    def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
+        return RateLimits.single(self.rate_limit, kind=WindowKind.FIXED, name="api").buckets
+
+    def now(self) -> float:
+        return self._wall_clock()
 
     def _rate_headers(self) -> dict[str, str]:
-        if self.rate_limit is None or self._window_start is None:
+        buckets = self.rate_buckets(self.log[-1])
+        if not buckets or not self.windows.started(buckets[0].name):
             return {}
+        budget = self.windows.peek(buckets[0], self.now())
         return {
-            "X-RateLimit-Limit": str(self.rate_limit.requests),
-            "X-RateLimit-Remaining": str(max(0, self.rate_limit.requests - self._window_count)),
-            "X-RateLimit-Reset": str(int(self._window_start + self.rate_limit.period_seconds)),
+            "X-RateLimit-Limit": str(budget.bucket.requests),
+            "X-RateLimit-Remaining": str(budget.remaining),
+            "X-RateLimit-Reset": str(int(budget.window_start + budget.bucket.period_seconds)),
         }
 
     # -- contact fields (``crmsync check`` / ``crmsync mautic setup``) -----------------------------
@@ -374,7 +359,7 @@ class FakeMautic:
             method != "GET" and self.fields_permission != "full"
         ):
             # Mautic's answer to a user whose role lacks the permission (type access_denied).
-            return _json(
+            return respond(
                 403,
                 {"errors": [{"message": _NO_ACCESS, "code": 403, "type": "access_denied"}]},
                 headers,
@@ -384,10 +369,10 @@ class FakeMautic:
             start = int(request.url.params.get("start", 0))
             limit = int(request.url.params.get("limit", 30))
             page = list(self.fields.values())[start : start + limit]
-            return _json(200, {"total": len(self.fields), "fields": page}, headers)
+            return respond(200, {"total": len(self.fields), "fields": page}, headers)
         if path.endswith("/api/fields/contact/new") and method == "POST":
             return self._create_field(request, headers)
-        return _json(404, _error(f"Requested URL not found: {path}", 404), headers)
+        return respond(404, _error(f"Requested URL not found: {path}", 404), headers)
 
     def _create_field(self, request: httpx.Request, headers: Mapping[str, str]) -> httpx.Response:
         # Developer docs "Create field": 201 {"field": {...}}; validation errors are 400.
@@ -395,30 +380,30 @@ class FakeMautic:
             body = json.loads(request.content)
             label, kind = body["label"], body.get("type", "text")
         except (ValueError, KeyError, TypeError):
-            return _json(400, _error("label: A value is required.", 400), headers)
+            return respond(400, _error("label: A value is required.", 400), headers)
         alias = str(body.get("alias") or label).strip().lower().replace(" ", "_")
         if alias in self.fields:
             # UNCONFIRMED: Mautic renames a clashing alias instead of refusing it; the fake refuses.
-            return _json(400, _error(f"alias: {alias} is already used.", 400), headers)
+            return respond(400, _error(f"alias: {alias} is already used.", 400), headers)
         if kind == "boolean" and not isinstance(body.get("properties"), dict):
-            return _json(400, _error("properties: yes and no labels are required.", 400), headers)
+            return respond(400, _error("properties: yes and no labels are required.", 400), headers)
         self.add_field(
             alias, kind, published=body.get("isPublished", True) is not False, label=label
         )
-        return _json(201, {"field": self.fields[alias]}, headers)
+        return respond(201, {"field": self.fields[alias]}, headers)
 
     def _batch_new(self, request: httpx.Request, headers: Mapping[str, str]) -> httpx.Response:
         try:
             entries = json.loads(request.content)
         except ValueError:
-            return _json(400, _error("Request body is not valid JSON.", 400), headers)
+            return respond(400, _error("Request body is not valid JSON.", 400), headers)
         if not isinstance(entries, list):
-            return _json(
+            return respond(
                 400, _error("The request payload must be an array of entities.", 400), headers
             )
         if len(entries) > self.batch_limit:
             message = f"A max of {self.batch_limit} entities are supported at a time."
-            return _json(500, _error(message, 500), headers)
+            return respond(500, _error(message, 500), headers)
         self.batch_sizes.append(len(entries))
         records: dict[int, Any] = {}
         codes: dict[int, int] = {}
@@ -452,7 +437,7 @@ class FakeMautic:
         }
         if errors:
             body["errors"] = self._serialise(errors)
-        return _json(201, body, headers)
+        return respond(201, body, headers)
 
     def _upsert(self, key: str, entry: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         contact_id = self._ids.get(key)
@@ -511,10 +496,6 @@ def form_error(details: Mapping[str, list[str]], code: int = 400) -> dict[str, A
 def batch_error(message: str, code: int) -> dict[str, Any]:
     """One batch entry's error as ``FetchCommonApiController::setBatchError`` builds it (403, 404)."""
     return {"message": message, "code": code, "type": "api"}
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, json=body, headers=dict(headers or {}))
 
 
 def make_sandbox(options: SandboxOptions) -> Sandbox[MauticSettings]:

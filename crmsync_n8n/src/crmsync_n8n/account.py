@@ -24,7 +24,7 @@ import httpx
 from crmsync_core.adapter import AdapterContext
 from crmsync_core.check import CheckContext, CheckResult
 from crmsync_core.errors import TransientError
-from crmsync_core.http import CrmClient
+from crmsync_core.http import CrmClient, url_secrets
 
 from .settings import N8nSettings
 
@@ -33,10 +33,10 @@ async def check(settings: N8nSettings, context: CheckContext) -> list[CheckResul
     """The n8n part of ``crmsync check``; sends one ``OPTIONS`` request and no contact."""
     if context.scope == "fields":
         return []  # n8n receives whatever is sent: there are no fields to check
-    from .adapter import TEST_PATH, _credentials, _webhook_url
+    from .adapter import TEST_PATH, _credentials, webhook_url
 
-    url = _webhook_url(settings.webhook_url.get_secret_value() if settings.webhook_url else None)
-    _, _, secrets = _credentials(settings)  # refuses an incomplete auth setting, like a sync would
+    url = webhook_url(settings)
+    _, secrets = _credentials(settings)  # refuses an incomplete auth setting, like a sync would
     results = [CheckResult("settings", "ok", f"webhook path {url.path}")]
     if TEST_PATH in url.path:
         results.append(
@@ -58,7 +58,7 @@ async def check(settings: N8nSettings, context: CheckContext) -> list[CheckResul
         ),
         crm="n8n",
         base_url="",
-        secrets=[*secrets, url.query.decode("ascii", errors="replace")],
+        secrets=[*secrets, *url_secrets(url)],
         auth_hint="the probe sends no credentials",
         timeout=settings.timeout_seconds,
     )

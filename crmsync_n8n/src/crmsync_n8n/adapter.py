@@ -9,37 +9,27 @@ Answers: any 2xx is acceptance (n8n's ``onReceived`` mode answers 200 before the
 remote id is the execution id when the workflow answers with one, else ``N8N_WORKFLOW_ID``. n8n never
 adds an execution id by itself: in ``lastNode`` mode it answers the last node's first item, so the
 workflow has to end with a node that sets ``executionId = {{ $execution.id }}`` (or a Respond to
-Webhook node answering it); see ``docs/vendors/n8n.md``. 401/403 (credentials) and 404 (the
+Webhook node answering it); see ``docs/vendors/n8n.md``. 401/403 (credentials) and 404/405 (the
 workflow is not active, or the path or method is wrong) stop the run; 413 splits an array in halves;
 5xx, timeouts and connection errors are transient; any other 4xx is the workflow rejecting the data.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from crmsync_core.adapter import AdapterContext, AdapterSpec
-from crmsync_core.check import CheckContext, CheckResult
-from crmsync_core.contacts import (
-    Contact,
-    Outcome,
-    PermanentFailure,
-    Synced,
-    TransientFailure,
-    split_sendable,
-)
-from crmsync_core.errors import ConfigurationError, FatalError, TransientError
-from crmsync_core.http import CrmClient
+from crmsync_core.contacts import Contact, Outcome, PermanentFailure, Synced
+from crmsync_core.errors import ConfigurationError, FatalError
+from crmsync_core.sdk import BatchAdapter, Sent, checked_base_url, json_bytes
 
-from .fake import make_sandbox
-from .mapping import contact_payload, idempotency_key
+from .mapping import contact_payload, format_timestamp, idempotency_key
 from .settings import MAX_BATCH_SIZE, N8nSettings
 
 #: the request header that carries the idempotency key
@@ -53,8 +43,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class N8nAdapter:
+class N8nAdapter(BatchAdapter[N8nSettings]):
     """Sends contacts to one n8n Webhook node for one run."""
+
+    crm = "n8n"
+    path = ""
+    base_url_setting = "N8N_WEBHOOK_URL"
+    base_url_example = "https://<host>/webhook/<path> (the Webhook node's production URL)"
+    # 413: the array is larger than the server takes; halves are sent until each contact is alone.
+    batch_rejections = frozenset({413})
+    bisect_rejections = True
 
     def __init__(
         self,
@@ -64,10 +62,9 @@ class N8nAdapter:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         """``clock`` gives the ``timestamp`` of each payload (aware UTC)."""
-        self._url = _webhook_url(
-            settings.webhook_url.get_secret_value() if settings.webhook_url else None
-        )
-        headers, auth, secrets = _credentials(settings)
+        self._clock = clock
+        super().__init__(settings, context)
+        self._url = webhook_url(settings)
         if TEST_PATH in self._url.path:
             context.logger.warning(
                 "N8N_WEBHOOK_URL is an n8n test URL (%s): it only answers while someone listens in "
@@ -75,100 +72,89 @@ class N8nAdapter:
                 "workflow.",
                 self._url.path,
             )
-        self._settings = settings
-        self._clock = clock
-        self._array_size = settings.array_batch_size
-        self._slots = asyncio.Semaphore(settings.sync_concurrency)
-        self._client = CrmClient(
-            context,
-            crm="n8n",
-            base_url="",
-            headers={"Content-Type": "application/json", **headers},
-            auth=auth,
-            # The query string may hold a token; the path is shown in messages, never the query.
-            secrets=[*secrets, self._url.query.decode("ascii", errors="replace")],
-            auth_hint=_auth_hint(settings),
-            timeout=settings.timeout_seconds,
-        )
 
     def __repr__(self) -> str:
-        return f"N8nAdapter(path={self._url.path!r}, auth={self._settings.webhook_auth!r})"
+        return f"N8nAdapter(path={self._url.path!r}, auth={self.settings.webhook_auth!r})"
 
-    async def push(self, contacts: Sequence[Contact]) -> Sequence[Outcome]:
-        sendable, skipped = split_sendable(contacts)
-        outcomes: list[Outcome] = list(skipped)
-        size = self._array_size or 1
-        groups = [sendable[start : start + size] for start in range(0, len(sendable), size)]
-        for group_outcomes in await _all(
-            [self._reported(self._deliver(group)) for group in groups]
-        ):
-            outcomes.extend(group_outcomes)
-        return outcomes
+    # -- what the SDK asks --------------------------------------------------------------------------
 
-    async def _reported(self, delivery: Coroutine[Any, Any, list[Outcome]]) -> list[Outcome]:
-        outcomes = await delivery
-        self._client.context.report(outcomes)
-        return outcomes
+    def base_url_value(self) -> str | None:
+        url = self.settings.webhook_url
+        return url.get_secret_value() if url else None
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json", **_credentials(self.settings)[0]}
 
-    def _body(
-        self, group: list[Contact], sent_at: datetime
-    ) -> dict[str, Any] | list[dict[str, Any]]:
-        items = [
-            contact_payload(c, sent_at=sent_at, extra_fields=self._settings.extra_fields)
-            for c in group
-        ]
-        return items if self._array_size else items[0]
+    def secrets(self) -> list[str]:
+        return _credentials(self.settings)[1]
 
-    async def _deliver(self, group: list[Contact]) -> list[Outcome]:
+    def auth_hint(self) -> str:
+        return _auth_hint(self.settings)
+
+    def item_key(self, contact: Contact) -> str:
+        return str(contact.id)  # every row is its own delivery: the workflow decides about e-mails
+
+    def request_size(self) -> int:
+        return self.settings.array_batch_size or 1
+
+    def bisection_budget(self) -> int:
+        return 2 * self.request_size()  # enough to split any array down to single contacts
+
+    def item(self, contact: Contact) -> dict[str, Any]:
+        return contact_payload(
+            contact, sent_at=self._clock(), extra_fields=self.settings.extra_fields
+        )
+
+    def body(self, items: Sequence[Any]) -> Any:
+        return list(items) if self.settings.array_batch_size else items[0]
+
+    async def send(self, body: Any) -> httpx.Response:
         def content() -> bytes:
             # Made when the request leaves (after the concurrency slot, the rate limiter and any
             # retry): ``timestamp`` is the time of sending, not of the batch's start.
-            body = self._body(group, self._clock())
-            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            return json_bytes(_stamped(body, format_timestamp(self._clock())))
 
-        # The key is blind to ``timestamp``: every send of this group carries the same one.
-        key = idempotency_key(self._body(group, self._clock()))
-        try:
-            async with self._slots:
-                response = await self._client.request(
-                    "POST", str(self._url), content=content, headers={IDEMPOTENCY_HEADER: key}
-                )
-        except TransientError as exc:
-            return [TransientFailure(c.id, exc.message, exc.retry_after) for c in group]
+        # The key is blind to ``timestamp``: every send of this body carries the same one.
+        return await self.client.request(
+            "POST",
+            str(self._url),
+            content=content,
+            headers={IDEMPOTENCY_HEADER: idempotency_key(body)},
+        )
 
+    def outcomes(self, response: httpx.Response, sent: Sequence[Sent]) -> list[Outcome]:
         status = response.status_code
-        where = f"POST {self._url.path}"
-        said = self._client.body_snippet(response)
         if 200 <= status < 300:
-            remote_id = execution_id(response.content) or self._settings.workflow_id
-            return [Synced(c.id, remote_id) for c in group]
-        if status == 404:
-            raise FatalError(
-                f"n8n: HTTP 404 on {where}: {_not_found_hint(self._url)} "
-                f"n8n said: {self._n8n_error(response) or said}"
-            )
-        if status == 413:
-            if len(group) > 1:
-                half = len(group) // 2
-                halves = await _all([self._deliver(group[:half]), self._deliver(group[half:])])
-                return [outcome for outcomes in halves for outcome in outcomes]
-            reason = (
-                f"n8n: HTTP 413 on {where}: the contact alone is larger than n8n accepts "
-                f"(N8N_PAYLOAD_SIZE_MAX on the n8n server): {said}"
-            )
-            return [PermanentFailure(group[0].id, reason)]
+            remote_id = execution_id(response.content) or self.settings.workflow_id
+            # With N8N_SYNC_CONFIRM the workflow's callback must carry the request's key.
+            key = _sent_key(response)
+            return [Synced(s.contact.id, remote_id, idempotency_key=key) for s in sent]
         if 300 <= status < 400:
             raise FatalError(
-                f"n8n: HTTP {status} on {where} redirects to "
+                f"n8n: HTTP {status} on {self._where} redirects to "
                 f"{httpx.URL(response.headers.get('location', '')).path or '(nowhere)'}: "
                 "set N8N_WEBHOOK_URL to the final URL (crmsync does not follow redirects with a POST)"
             )
         # Another 4xx comes from the workflow itself (a Respond to Webhook node): it rejected the data.
-        reason = f"n8n: HTTP {status} on {where}: {said}"
-        return [PermanentFailure(c.id, reason) for c in group]
+        reason = f"n8n: HTTP {status} on {self._where}: {self.client.body_snippet(response)}"
+        return [PermanentFailure(s.contact.id, reason) for s in sent]
+
+    def item_rejected(self, item: Sent, reason: str) -> Outcome:
+        return PermanentFailure(
+            item.contact.id,
+            f"n8n: {reason} on {self._where}: the contact alone is larger than n8n accepts "
+            "(N8N_PAYLOAD_SIZE_MAX on the n8n server)",
+        )
+
+    def not_found(self, response: httpx.Response) -> FatalError:
+        return FatalError(
+            f"n8n: HTTP {response.status_code} on {self._where}: {_not_found_hint(self._url)} "
+            f"n8n said: {self._n8n_error(response) or self.client.body_snippet(response)}"
+        )
+
+    @property
+    def _where(self) -> str:
+        return f"POST {self._url.path}"
 
     def _n8n_error(self, response: httpx.Response) -> str | None:
         """n8n's ``message`` and ``hint`` in full (redacted): the hint says what to do, and a snippet
@@ -182,7 +168,32 @@ class N8nAdapter:
         parts = [body["message"].strip()]
         if isinstance(body.get("hint"), str) and body["hint"].strip():
             parts.append(body["hint"].strip())
-        return self._client.redact(" ".join(parts)[:1000])
+        return self.client.redact(" ".join(parts)[:1000])
+
+
+def webhook_url(settings: N8nSettings) -> httpx.URL:
+    """``N8N_WEBHOOK_URL`` as given (the SDK's base URL drops a trailing slash), once checked."""
+    value = settings.webhook_url.get_secret_value() if settings.webhook_url else None
+    checked_base_url(
+        value, crm="n8n", setting=N8nAdapter.base_url_setting, example=N8nAdapter.base_url_example
+    )
+    return httpx.URL(str(value).strip())
+
+
+def _stamped(body: Any, timestamp: str) -> Any:
+    """``body`` (an object or an array of them) with ``timestamp`` in each object, in its place."""
+    if isinstance(body, list):
+        return [_stamped(item, timestamp) for item in body]
+    return {**body, "timestamp": timestamp}
+
+
+def _sent_key(response: httpx.Response) -> str | None:
+    """The ``Idempotency-Key`` the answered request carried."""
+    try:
+        key: str | None = response.request.headers.get(IDEMPOTENCY_HEADER)
+    except RuntimeError:  # a response built without its request
+        return None
+    return key
 
 
 def execution_id(content: bytes) -> str | None:
@@ -202,44 +213,14 @@ def execution_id(content: bytes) -> str | None:
     return None
 
 
-async def _all(
-    coroutines: list[Coroutine[Any, Any, list[Outcome]]],
-) -> list[list[Outcome]]:
-    """Run ``coroutines`` at once; when one fails, raise its error (a :class:`FatalError` first) once the
-    others return. They are not cancelled: a request already sent may have been accepted, and what n8n
-    accepted must be recorded, not sent again."""
-    results = await asyncio.gather(*coroutines, return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed:
-        raise next((e for e in failed if isinstance(e, FatalError)), failed[0])
-    return [r for r in results if not isinstance(r, BaseException)]
-
-
-def _webhook_url(value: str | None) -> httpx.URL:
-    if not value or not value.strip():
-        raise ConfigurationError(
-            "set N8N_WEBHOOK_URL to the production URL of the n8n Webhook node "
-            "(https://<host>/webhook/<path>)"
-        )
-    try:
-        url = httpx.URL(value.strip())
-    except httpx.InvalidURL:
-        url = httpx.URL()
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigurationError(
-            "N8N_WEBHOOK_URL must be an http(s) URL such as https://<host>/webhook/<path>"
-        )
-    return url
-
-
 def _credentials(
     settings: N8nSettings,
-) -> tuple[dict[str, str], httpx.Auth | None, list[str]]:
-    """Headers, auth and the secret values to redact, for the configured auth mode."""
+) -> tuple[dict[str, str], list[str]]:
+    """Headers and the secret values to redact, for the configured auth mode."""
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
     mode = settings.webhook_auth
     if mode == "bearer":
-        return ({"Authorization": f"Bearer {secret}"} if secret else {}), None, [secret]
+        return ({"Authorization": f"Bearer {secret}"} if secret else {}), [secret]
     if not secret:
         raise ConfigurationError(
             f"N8N_WEBHOOK_AUTH={mode} needs N8N_WEBHOOK_SECRET: set it to the "
@@ -253,7 +234,7 @@ def _credentials(
                 "N8N_WEBHOOK_AUTH=header needs N8N_WEBHOOK_AUTH_HEADER: set it to the header name "
                 "of the Webhook node's Header Auth credential"
             )
-        return {name: secret}, None, [secret]
+        return {name: secret}, [secret]
     user = settings.webhook_user or ""
     if not user:
         raise ConfigurationError(
@@ -261,7 +242,7 @@ def _credentials(
             "node's Basic Auth credential"
         )
     token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
-    return {}, httpx.BasicAuth(user, secret), [secret, token]
+    return {"Authorization": f"Basic {token}"}, [secret, token]
 
 
 def _auth_hint(settings: N8nSettings) -> str:
@@ -299,26 +280,16 @@ def _not_found_hint(url: httpx.URL) -> str:
     )
 
 
-def _factory(settings: N8nSettings, context: AdapterContext) -> N8nAdapter:
-    return N8nAdapter(settings, context)
-
-
-async def _check(settings: N8nSettings, context: CheckContext) -> list[CheckResult]:
-    from .account import check
-
-    return await check(settings, context)
-
-
 SPEC: AdapterSpec[N8nSettings] = AdapterSpec(
     name="n8n",
     settings_model=N8nSettings,
-    factory=_factory,
+    factory=N8nAdapter,
     max_batch_size=MAX_BATCH_SIZE,
     # n8n has no built-in rate limit; set N8N_SYNC_RATE_LIMIT_* if a proxy in front of it has one.
     rate_limit=None,
     partial_success=True,
     remote_id_column="n8n_workflow_id",
-    sandbox=make_sandbox,
-    check=_check,
+    sandbox="crmsync_n8n.fake:make_sandbox",
+    check="crmsync_n8n.account:check",
     description="posts contacts to an n8n Webhook node (ScraperSky's payload)",
 )

@@ -9,6 +9,11 @@ What that item holds is the workflow's business: by default the fake's workflow 
 alone, so it answers the Webhook node's item (no execution id); ``last_node="execution_id"`` is a workflow
 that ends with a Set node ``executionId = {{ $execution.id }}`` (how to get the execution id as the remote
 id), ``last_node="execution_and_workflow"`` one that also adds ``workflowId``. Bodies larger than ``max_payload_bytes`` (n8n's ``N8N_PAYLOAD_SIZE_MAX``, 16 MiB) get 413.
+With ``callback_url`` set, the workflow ends with an HTTP Request node that calls crmsync back
+(confirmed delivery): after accepting a request it posts, per contact, ``{"contact_id", "idempotency_key",
+"status": "ok" | "error", "error", "data"}`` with ``Authorization: Bearer <callback_secret>``, or posts
+nothing, as ``callback_script`` says (one entry per contact, then ``callback_default``); the answers are in
+``callbacks``. :meth:`FakeN8n.settle` waits for the callbacks in flight.
 n8n itself has no rate limit: :class:`~crmsync_core.adapter.SandboxOptions.rate_limit` plays a reverse
 proxy in front of it (429 with ``Retry-After``), and injected failures are a proxy's 503.
 
@@ -18,12 +23,11 @@ Every behaviour, its source in n8n's documentation or code and whether it is con
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
-import random
-import time
-from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,8 +35,9 @@ import httpx
 from pydantic import SecretStr
 
 from crmsync_core.adapter import Sandbox, SandboxOptions
-from crmsync_core.ratelimit import RateLimit
+from crmsync_core.ratelimit import Bucket, RateLimit, RateLimits
 from crmsync_core.settings import SecretUrl
+from crmsync_core.testing.fakecrm import FakeCrm, respond
 
 from .settings import N8nSettings
 
@@ -61,7 +66,7 @@ class Received:
 
 
 @dataclass
-class FakeN8n:
+class FakeN8n(FakeCrm):
     """An n8n instance with one workflow whose Webhook node listens for POSTs on ``path``."""
 
     path: str = SANDBOX_PATH
@@ -86,19 +91,37 @@ class FakeN8n:
     rate_limit: RateLimit | None = None
     seed: int = 0
     received: list[Received] = field(default_factory=list)
-    #: every request that reached the fake, accepted or not
-    requests: int = 0
     #: the contacts the workflow holds, by ``contact_id`` (an array is split, like a Split Out node)
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: requests whose idempotency key had been seen before (what a de-duplicating workflow drops)
     duplicates: int = 0
+    #: confirmed delivery: the URL the workflow's last node posts each contact's result to
+    callback_url: str | None = None
+    callback_secret: str = ""
+    #: how the callback reaches crmsync (e.g. ``httpx.ASGITransport(app)``); default: the network
+    callback_transport: httpx.AsyncBaseTransport | None = None
+    #: per contact in order: ``ok``, ``error`` or ``none`` (no callback); then ``callback_default``
+    callback_script: list[Literal["ok", "error", "none"]] = field(default_factory=list)
+    callback_default: Literal["ok", "error", "none"] = "ok"
+    #: the ``data`` of a success callback for a contact's item (the workflow's enrichment results)
+    callback_data: Callable[[dict[str, Any]], Any] | None = None
+    #: the callbacks are made before the Webhook node answers (a ``lastNode`` workflow whose last node
+    #: calls back), so they reach crmsync before it records the acceptance
+    callback_before_answer: bool = False
+    #: what was posted back: (body, HTTP status of crmsync's answer, its ``result``)
+    callbacks: list[tuple[dict[str, Any], int, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
+        FakeCrm.__init__(self, failure_rate=self.failure_rate, seed=self.seed)
         self._listening = False
-        self._sent: deque[float] = deque()
         self._keys: set[str] = set()
         self._executions = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def requests(self) -> int:
+        """How many requests reached the fake, accepted or not."""
+        return len(self.log)
 
     @classmethod
     def with_bearer(cls, secret: str, **options: Any) -> FakeN8n:
@@ -109,17 +132,54 @@ class FakeN8n:
         """Click "Listen for test event": the test URL answers the next call, once."""
         self._listening = True
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    async def settle(self) -> None:
+        """Wait until every callback the workflows started has been answered."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        self.requests += 1
-        if self.rate_limit is not None and (wait := self._throttle()) is not None:
-            return httpx.Response(
-                429, headers={"Retry-After": str(math.ceil(wait))}, text="Too Many Requests"
+    def _call_back(self, item: dict[str, Any], key: str | None) -> None:
+        action = self.callback_script.pop(0) if self.callback_script else self.callback_default
+        if action == "none" or self.callback_url is None:
+            return
+        body: dict[str, Any] = {
+            "contact_id": str(item.get("contact_id")),
+            "idempotency_key": key,
+            "status": action,
+        }
+        if action == "error":
+            body["error"] = "enrichment provider timed out"
+        elif self.callback_data is not None:
+            body["data"] = self.callback_data(item)
+        task = asyncio.get_running_loop().create_task(self._post_callback(body))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _post_callback(self, body: dict[str, Any]) -> None:
+        assert self.callback_url is not None
+        async with httpx.AsyncClient(transport=self.callback_transport) as client:
+            response = await client.post(
+                self.callback_url,
+                json=body,
+                headers={"Authorization": f"Bearer {self.callback_secret}"},
             )
-        if self.failure_rate and self._rng.random() < self.failure_rate:
+        try:
+            result = response.json().get("result")
+        except (ValueError, AttributeError):
+            result = None
+        self.callbacks.append((body, response.status_code, result))
+
+    def rate_buckets(self, request: httpx.Request) -> Sequence[Bucket]:
+        return RateLimits.single(self.rate_limit, name="proxy").buckets
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        _, full = self.take_budget(request)
+        if full is not None:
+            return httpx.Response(
+                429,
+                headers={"Retry-After": str(math.ceil(full.reset))},
+                text="Too Many Requests",
+            )
+        if self.injected_failure():
             return httpx.Response(
                 503,
                 headers={"Content-Type": "text/html"},
@@ -135,8 +195,11 @@ class FakeN8n:
             return refused
         if len(request.content) > self.max_payload_bytes:
             # UNCONFIRMED: n8n's exact 413 body; the status is what its body parser answers.
-            return _json(413, {"code": 413, "message": "request entity too large"})
-        return self._run(route, request)
+            return respond(413, {"code": 413, "message": "request entity too large"})
+        response = self._run(route, request)
+        if self.callback_before_answer:
+            await self.settle()
+        return response
 
     # -- n8n's behaviour ----------------------------------------------------------------------------
 
@@ -145,7 +208,7 @@ class FakeN8n:
         for prefix, live in (("/webhook/", self.active), ("/webhook-test/", self._listening)):
             if path == f"{prefix}{self.path}" and live:
                 if request.method != "POST":
-                    return _json(
+                    return respond(
                         404,
                         {
                             "code": 404,
@@ -165,7 +228,7 @@ class FakeN8n:
             else "The workflow must be active for a production URL to run successfully. You can "
             "activate the workflow using the toggle in the top-right of the editor."
         )
-        return _json(
+        return respond(
             404,
             {
                 "code": 404,
@@ -230,17 +293,20 @@ class FakeN8n:
         for item in body if isinstance(body, list) else [body]:
             if isinstance(item, dict) and "contact_id" in item:
                 self.contacts[str(item["contact_id"])] = item
+                if self.callback_url is not None and not self.workflow_fails:
+                    # The workflow runs after the answer; its last node calls back.
+                    self._call_back(item, key)
         if self.response_mode == "onReceived":
-            return _json(200, {"message": "Workflow was started"})
+            return respond(200, {"message": "Workflow was started"})
         if self.workflow_fails:
             # UNCONFIRMED: n8n's exact body when a lastNode workflow fails; the status is 500.
-            return _json(500, {"code": 0, "message": "Error in workflow"})
+            return respond(500, {"code": 0, "message": "Error in workflow"})
         if self.last_node == "execution_id":
-            return _json(200, {"executionId": execution_id})
+            return respond(200, {"executionId": execution_id})
         if self.last_node == "execution_and_workflow":
-            return _json(200, {"executionId": execution_id, "workflowId": self.workflow_id})
+            return respond(200, {"executionId": execution_id, "workflowId": self.workflow_id})
         # The Webhook node's own item. ASSUMED field set (n8n 1.x's Webhook node output).
-        return _json(
+        return respond(
             200,
             {
                 "headers": headers,
@@ -251,21 +317,6 @@ class FakeN8n:
                 "executionMode": "test" if path.startswith("/webhook-test/") else "production",
             },
         )
-
-    def _throttle(self) -> float | None:
-        assert self.rate_limit is not None
-        now = time.monotonic()
-        period = self.rate_limit.period_seconds
-        while self._sent and self._sent[0] <= now - period:
-            self._sent.popleft()
-        if len(self._sent) >= self.rate_limit.requests:
-            return self._sent[0] + period - now
-        self._sent.append(now)
-        return None
-
-
-def _json(status: int, body: object) -> httpx.Response:
-    return httpx.Response(status, json=body)
 
 
 def _auth_error(status: int) -> httpx.Response:

@@ -6,7 +6,7 @@ state change is derived from :data:`crmsync_core.status.TRANSITIONS`: the table'
 the ``WHERE`` and its ``to`` states the ``SET`` of one set-based statement, so rows in any other state are
 left alone and no code path can make a change the table lacks.
 
-One module per concept: :mod:`.schema` (tables, DDL, migrations, reflection, inspection), :mod:`.base`
+One module per concept (:mod:`.notify`: wake on queue; :mod:`.confirmations`: confirmed delivery): :mod:`.schema` (tables, DDL, migrations, reflection, inspection), :mod:`.base`
 (engine, transactions, the status machine's statements), :mod:`.host` (the host's queue API),
 :mod:`.filters`, :mod:`.leases` (the worker's claims), :mod:`.budget` (shared request budgets),
 :mod:`.circuits` (the circuit breaker), :mod:`.history` (run history). The result types live in the SQL-free :mod:`crmsync_core.queue`.
@@ -24,9 +24,11 @@ from ..queue import (
     StatusSummary,
 )
 from .budget import BudgetMixin, SlotLedger
+from .confirmations import CONFIRMATION_TABLE, ConfirmationsMixin, confirmation_table
 from .history import HistoryMixin
 from .host import HostQueueMixin
 from .leases import LeasesMixin
+from .notify import QueueListener
 from .schema import (
     ATTEMPTS_TABLE,
     CIRCUIT_TABLE,
@@ -49,12 +51,14 @@ from .schema import (
 __all__ = [
     "ATTEMPTS_TABLE",
     "CIRCUIT_TABLE",
+    "CONFIRMATION_TABLE",
     "RATE_LIMIT_TABLE",
     "RUNS_TABLE",
     "CircuitState",
     "Claim",
     "ContactState",
     "DatabaseInspection",
+    "QueueListener",
     "QueueResult",
     "RecordResult",
     "Resolution",
@@ -62,6 +66,7 @@ __all__ = [
     "StatusSummary",
     "Store",
     "circuit_table",
+    "confirmation_table",
     "database_engine",
     "default_table",
     "history_sql",
@@ -75,5 +80,5 @@ __all__ = [
 ]
 
 
-class Store(HostQueueMixin, LeasesMixin, BudgetMixin, HistoryMixin):
+class Store(HostQueueMixin, LeasesMixin, BudgetMixin, ConfirmationsMixin, HistoryMixin):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""

@@ -22,7 +22,15 @@ from ..queue import (
     CircuitState,
 )
 from ..status import TRANSITIONS, Event, ProcessingStatus
-from .schema import _add_missing_columns, _check_columns, _reflect, database_engine, default_table
+from .schema import (
+    CONNECTION_ERRORS,
+    _add_missing_columns,
+    _check_columns,
+    _reflect,
+    database_engine,
+    default_table,
+    unreachable,
+)
 
 #: ids per statement in queue-by-ids operations (SQLite allows 32,766 parameters per statement)
 ID_CHUNK = 2_000
@@ -89,12 +97,10 @@ class StoreBase:
                     await conn.run_sync(_check_columns, table, layout)
                 else:
                     table = await conn.run_sync(_reflect, layout)
-        except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        except CONNECTION_ERRORS as exc:
             if owns:
                 await engine.dispose()
-            url = engine.url.render_as_string(hide_password=True)
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-            raise DatabaseUnavailableError(f"cannot reach the database {url}: {reason}") from None
+            raise unreachable(engine, exc) from None
         except Exception:
             if owns:
                 await engine.dispose()

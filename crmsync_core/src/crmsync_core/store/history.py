@@ -37,6 +37,7 @@ _OUTCOMES: dict[Event, str] = {
     Event.RETRY: AttemptOutcome.RETRYING.value,
     Event.FAIL: AttemptOutcome.FAILED.value,
     Event.SKIP_BY_ADAPTER: AttemptOutcome.SKIPPED.value,
+    Event.AWAIT: AttemptOutcome.AWAITING.value,
 }
 #: rows per INSERT on SQLite (9 parameters each, under SQLite's 32,766)
 _SQLITE_CHUNK = 3_000

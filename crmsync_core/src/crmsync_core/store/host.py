@@ -21,9 +21,10 @@ from ..status import SELECTABLE, Event, ProcessingStatus, SyncStatus
 from .base import ID_CHUNK, _aware, _enum_value, _utcnow
 from .circuits import CircuitsMixin
 from .filters import FiltersMixin
+from .notify import NotifyMixin
 
 
-class HostQueueMixin(FiltersMixin, CircuitsMixin):
+class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin):
     """Queue operations take an optional ``connection``: given one, they run inside the caller's
     transaction (and do not commit), so a host can queue contacts atomically with its own writes."""
 
@@ -95,6 +96,7 @@ class HostQueueMixin(FiltersMixin, CircuitsMixin):
                 found = await self._lock_matching(conn, where)
                 part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
                 total = total + self._accounted(part, found, len(chunk))
+            await self._notify_queued(conn, crm, total.queued)
         return total
 
     async def queue_where(
@@ -112,6 +114,7 @@ class HostQueueMixin(FiltersMixin, CircuitsMixin):
         async with self._transaction(connection) as conn:
             found = await self._lock_matching(conn, where)
             part = await self._queue_where(conn, crm, where, by_system=by_system, now=now)
+            await self._notify_queued(conn, crm, part.queued)
         return self._accounted(part, found, found)
 
     async def unselect(

@@ -189,7 +189,7 @@ class LeasesMixin(HistoryMixin):
             if payloads:
                 columns += [sa.column("request", sa.Text), sa.column("response", sa.Text)]
                 rows = [(*row, r.request, r.response) for row, r in zip(rows, group, strict=True)]
-        if event is Event.SUCCEED:
+        if event in (Event.SUCCEED, Event.AWAIT):
             columns += [
                 sa.column("remote_id", c.remote_id.type),
                 sa.column("fallback_id", c.remote_id.type),
@@ -210,7 +210,7 @@ class LeasesMixin(HistoryMixin):
             where.append(c.claimed_at == self._at(c.claimed_at, claim.claimed_at))
             values[c.names.claimed_at] = None
         values[c.names.error] = self._typed(outcome.c.error, c.error)
-        if event is Event.SUCCEED:
+        if event in (Event.SUCCEED, Event.AWAIT):
             # An answer without an id never replaces the id the CRM gave before (a re-delivery).
             values[c.names.remote_id] = sa.func.coalesce(
                 self._typed(outcome.c.remote_id, c.remote_id),

@@ -19,6 +19,18 @@ from ..status import ProcessingStatus, SyncStatus
 _STATUS_LENGTH = 16
 
 
+#: what a driver raises when the database cannot be reached
+CONNECTION_ERRORS = (OSError, sa_exc.OperationalError, sa_exc.InterfaceError)
+
+
+def unreachable(engine: AsyncEngine, exc: BaseException) -> DatabaseUnavailableError:
+    """The one-line error for a database that cannot be reached: the URL without its password, and the
+    driver's first line."""
+    url = engine.url.render_as_string(hide_password=True)
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    return DatabaseUnavailableError(f"cannot reach the database {url}: {reason}")
+
+
 def database_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``: ``postgresql://`` uses psycopg 3, ``sqlite://`` uses aiosqlite.
 
@@ -156,10 +168,8 @@ async def schema_sql_for(database: str | AsyncEngine, layout: Layout) -> str:
             if not exists:
                 return schema_sql(layout, engine.dialect.name)
             statements = await conn.run_sync(missing_columns_sql, table)
-    except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        url = engine.url.render_as_string(hide_password=True)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise DatabaseUnavailableError(f"cannot reach the database {url}: {reason}") from None
+    except CONNECTION_ERRORS as exc:
+        raise unreachable(engine, exc) from None
     finally:
         if isinstance(database, str):
             await engine.dispose()
@@ -405,10 +415,8 @@ async def inspect_database(database: str | AsyncEngine, layout: Layout) -> Datab
     try:
         async with engine.connect() as conn:
             exists, columns, shared = await conn.run_sync(look)
-    except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        url = engine.url.render_as_string(hide_password=True)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise DatabaseUnavailableError(f"cannot reach the database {url}: {reason}") from None
+    except CONNECTION_ERRORS as exc:
+        raise unreachable(engine, exc) from None
     finally:
         if isinstance(database, str):
             await engine.dispose()

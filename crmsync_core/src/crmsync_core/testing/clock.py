@@ -1,7 +1,8 @@
-"""A clock for the engine that tests move by hand."""
+"""Clocks that tests move by hand: one for the engine, one for fakes and rate limiters."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 
@@ -23,3 +24,20 @@ class MovableClock:
 
     def __repr__(self) -> str:
         return f"MovableClock({self.now.isoformat()})"
+
+
+class ManualClock:
+    """A clock that moves only when told: ``clock()`` reads it, ``await clock.sleep(s)`` advances it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+        await asyncio.sleep(0)

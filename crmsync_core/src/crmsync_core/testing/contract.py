@@ -189,7 +189,7 @@ class AdapterContract:
         assert self.spec.sandbox is not None, (
             "the contract needs the spec's sandbox (or make_sandbox)"
         )
-        return self.spec.sandbox(SandboxOptions())
+        return self.spec.make_sandbox(SandboxOptions())
 
     def answer_with_item_errors(
         self, request: httpx.Request, errors: Mapping[str, str]
