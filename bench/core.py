@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ import psycopg
 import sqlalchemy as sa
 
 from crmsync_core import ContactFilter, Engine, Layout, Registry, Store, hookimpl
+from crmsync_core.history import HistorySettings
 from crmsync_core.retry import NO_WAIT
 from crmsync_core.status import Event
 from crmsync_core.store import Resolution
@@ -80,9 +82,13 @@ async def fresh_store(contacts: int, *, queued: bool) -> AsyncIterator[Store]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def throughput(contacts: int) -> dict[str, float]:
-    """(a): the engine drains N due contacts through a zero-latency adapter, 100 per batch."""
+async def throughput(contacts: int, history: bool | None = None) -> dict[str, float]:
+    """(a): the engine drains N due contacts through a zero-latency adapter, 100 per batch.
+
+    ``history`` turns run history on or off (default: ``CRMSYNC_HISTORY``)."""
     async with fresh_store(contacts, queued=True) as store:
+        if history is not None:
+            store.history_settings = HistorySettings(history=history)
         crm = SandboxCrm(remember=False)
         engine = Engine(
             store,
@@ -153,6 +159,25 @@ def _now() -> Any:
     return datetime.now(UTC)
 
 
+async def history_cost(contacts: int, rounds: int) -> None:
+    """Issue 15: (a) with run history off and on, alternating in one process, so that the load of a
+    shared machine falls on both alike; the medians and the cost of history."""
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(rounds):
+        for on in (False, True) if round_ % 2 == 0 else (True, False):
+            seconds[on].append((await throughput(contacts, history=on))["seconds"])
+    print("| history | runs | median s | median contacts/s | best contacts/s |")
+    print("|---|---:|---:|---:|---:|")
+    for on in (False, True):
+        median = statistics.median(seconds[on])
+        print(
+            f"| {'on' if on else 'off'} | {rounds} | {median:.2f} | {contacts / median:,.0f} | "
+            f"{contacts / min(seconds[on]):,.0f} |"
+        )
+    off, on_ = statistics.median(seconds[False]), statistics.median(seconds[True])
+    print(f"\nhistory costs {100 * (on_ - off) / off:+.1f} % of the median run time")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -172,13 +197,19 @@ def memory() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.core")
-    parser.add_argument("what", choices=["throughput", "baseline", "compare", "filter", "memory"])
+    parser.add_argument(
+        "what", choices=["throughput", "baseline", "compare", "filter", "memory", "history"]
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="history: runs with each setting")
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--baseline-contacts", type=int, default=10_000)
     parser.add_argument("--rss", action="store_true", help="print peak RSS too")
     args = parser.parse_args()
     if args.what == "memory":
         memory()
+        return
+    if args.what == "history":
+        asyncio.run(history_cost(args.contacts, args.rounds))
         return
     if args.what == "throughput":
         r = asyncio.run(throughput(args.contacts))

@@ -36,6 +36,7 @@ from .settings import DEFAULT_MAX_RESPONSE_BYTES, SyncSettings
 if TYPE_CHECKING:
     import httpx
 
+    from .history import PayloadSampler
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -239,6 +240,10 @@ class AdapterContext:
     request_deadline: float | None = None
     #: the run's circuit breaker (disabled unless the engine sets one)
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
+    #: called after each HTTP exchange with the status code (``None``: no answer) and its seconds
+    on_response: Callable[[int | None, float], None] | None = None
+    #: which requests' exchanges the run history keeps (``None``: payload capture is off)
+    payloads: PayloadSampler | None = None
 
     @property
     def halted(self) -> FatalError | None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TypeAlias
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from .history import Exchange
 
 #: The primary key of the host's contacts table: a UUID in ScraperSky, any scalar elsewhere.
 ContactId: TypeAlias = UUID | int | str
@@ -62,6 +65,11 @@ class Synced:
     #: the idempotency key the contact was sent with, for destinations that confirm delivery later
     #: (``{CRM}_SYNC_CONFIRM``): their callback must carry it
     idempotency_key: str | None = None
+    #: the CRM's HTTP status code for the request, when the adapter says (kept in the run history;
+    #: not part of equality: the outcome is the same whatever the code)
+    status_code: int | None = field(default=None, compare=False)
+    #: the request and response behind this outcome, when the run history's payload capture kept them
+    exchange: Exchange | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,10 @@ class TransientFailure:
     contact_id: ContactId
     reason: str
     retry_after: float | None = None
+    #: the CRM's HTTP status code, when the request got an answer and the adapter says
+    status_code: int | None = field(default=None, compare=False)
+    #: the request and response behind this outcome, when the run history's payload capture kept them
+    exchange: Exchange | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +100,10 @@ class PermanentFailure:
 
     contact_id: ContactId
     reason: str
+    #: the CRM's HTTP status code, when the adapter says
+    status_code: int | None = field(default=None, compare=False)
+    #: the request and response behind this outcome, when the run history's payload capture kept them
+    exchange: Exchange | None = field(default=None, compare=False, repr=False)
 
 
 Outcome: TypeAlias = Synced | Skipped | TransientFailure | PermanentFailure

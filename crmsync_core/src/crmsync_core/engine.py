@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +49,7 @@ from .errors import (
     RateLimitExhaustedError,
     StoreError,
 )
+from .history import PayloadCapture, PayloadSampler
 from .plugins import Registry, default_registry
 from .queue import Claim, Queue, Resolution
 from .ratelimit import Limiter, RateLimiter
@@ -84,6 +88,8 @@ class _Run:
     circuit: CircuitBreaker
     #: how long database writes are retried before the claim timeout is left to hand contacts back
     database_retry_seconds: float
+    #: the run's row in the history (``None``: history is off)
+    run_id: int | None = None
     fatal: FatalError | None = None
     store_error: StoreError | None = None
     #: only these contacts are claimed (``Engine.test_one``)
@@ -100,7 +106,8 @@ class Engine:
     ``registry`` finds adapters (default: the installed ones). ``settings`` gives settings per CRM in
     code (default: each adapter's settings model read from the environment). ``transports`` routes a
     CRM's HTTP through a given ``httpx.AsyncBaseTransport`` (sandboxes, tests). ``clock`` returns the
-    current aware UTC time (tests move it forward to make retries due).
+    current aware UTC time (tests move it forward to make retries due). ``worker_name`` names this
+    worker in the run history.
     """
 
     def __init__(
@@ -114,6 +121,7 @@ class Engine:
         rate_limiters: Mapping[str, RateLimiter] | None = None,
         clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
+        worker_name: str | None = None,
     ) -> None:
         self.store = store
         self.registry = registry or default_registry()
@@ -123,8 +131,14 @@ class Engine:
         self._limiters: dict[str, RateLimiter] = dict(rate_limiters or {})
         self._clock = clock or (lambda: datetime.now(UTC))
         self._rng = rng or random.Random()
+        #: who runs the runs, in the run history (default: host name and process id)
+        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
         #: CRMs whose mapped fields were checked by this engine (once per worker, or per one-shot run)
         self._fields_checked: set[str] = set()
+
+    def now(self) -> datetime:
+        """The engine's clock (aware UTC)."""
+        return self._clock()
 
     def settings_for(self, crm: str) -> SyncSettings:
         """The CRM's settings: given in code, else read from the environment."""
@@ -142,10 +156,6 @@ class Engine:
                     f"{crm} settings ({prefix}*) are invalid: {problems}"
                 ) from None
         return self._settings[crm]
-
-    def now(self) -> datetime:
-        """The engine's clock: the current aware UTC time."""
-        return self._clock()
 
     def transport_for(self, crm: str) -> Any:
         """The ``httpx`` transport given for ``crm`` (``None``: the network)."""
@@ -207,13 +217,66 @@ class Engine:
         """
         spec = self.registry.get(crm)
         self.store.layout.columns_for(crm)
+        report, run_id = await self._run_once(spec, crm, limit, stop, progress, only, transport)
+        if run_id is not None:
+            try:
+                await self.store.finish_run(run_id, report, now=self._clock())
+            except StoreError as exc:
+                logger.warning("%s: could not write the run's history: %s", crm, exc)
+        if self.registry.hook.queue_measured.get_hookimpls():
+            # Only for a plugin that wants it (metrics): one count of the CRM's queue.
+            try:
+                summary = await self.store.summary(crm, now=self._clock())
+            except StoreError as exc:
+                logger.warning("%s: could not measure the queue: %s", crm, exc)
+            else:
+                self._notify("queue_measured", crm=crm, summary=summary)
+        return report
+
+    def _payloads(self) -> PayloadSampler | None:
+        history = self.store.history_settings
+        if not history.history or history.history_payloads is PayloadCapture.OFF:
+            return None
+        return PayloadSampler(history, self._rng)
+
+    def _response_hook(self, crm: str) -> Callable[[int | None, float], None] | None:
+        """The ``request_finished`` hook for the adapter's HTTP client, when a plugin implements it."""
+        if not self.registry.hook.request_finished.get_hookimpls():
+            return None
+
+        def finished(status_code: int | None, seconds: float) -> None:
+            self._notify("request_finished", crm=crm, status_code=status_code, seconds=seconds)
+
+        return finished
+
+    async def _start_run(self, crm: str) -> int | None:
+        # History never stops a sync: without its run row, attempts are kept without a run.
+        try:
+            return await self.store.start_run(crm, worker=self.worker_name, now=self._clock())
+        except StoreError as exc:
+            logger.warning("%s: could not keep the run in the history: %s", crm, exc)
+            return None
+
+    async def _run_once(
+        self,
+        spec: AdapterSpec[Any],
+        crm: str,
+        limit: int | None,
+        stop: asyncio.Event | None,
+        progress: Callable[[RunReport], None] | None,
+        only: Sequence[Any] | None,
+        transport: Any,
+    ) -> tuple[RunReport, int | None]:
+        """The run, and its row in the history. A run that never reached the CRM (bad settings, a
+        paused CRM waiting for its probe) is reported but not kept: a paused CRM would add a row per
+        interval, and the CLI's bad input must change nothing."""
         started = time.perf_counter()
         report = RunReport(crm=crm, started_at=self._clock())
         try:
             settings = self.settings_for(crm)
             paused = await self.store.circuit(crm)
         except (ConfigurationError, StoreError) as exc:
-            return self._stopped(report, exc, started)
+            return self._stopped(report, exc, started), None
         now = self._clock()
         if paused is not None and now < paused.probe_at:
             report.paused_since = paused.opened_at
@@ -232,7 +295,7 @@ class Engine:
                     resume_after=(paused.probe_at - now).total_seconds(),
                 ),
                 started,
-            )
+            ), None
         # A paused CRM past its cool-down is probed: one small batch, and its first failure pauses it again.
         circuit = CircuitBreaker(
             1 if paused is not None else settings.sync_circuit_failures, crm=crm
@@ -250,17 +313,20 @@ class Engine:
                 request_deadline=settings.sync_request_deadline_seconds,
                 circuit=circuit,
                 max_response_bytes=settings.sync_max_response_bytes,
+                on_response=self._response_hook(crm),
+                payloads=self._payloads(),
             )
             adapter = spec.factory(settings, context)
         except (ConfigurationError, FatalError) as exc:
-            return self._stopped(report, exc, started)
+            return self._stopped(report, exc, started), None
         if crm not in self._fields_checked:
             problem = await self._check_fields(crm, spec, settings, limiter)
             if problem is not None:
                 await adapter.aclose()
-                return self._stopped(report, problem, started)
+                return self._stopped(report, problem, started), None
 
         claim_timeout = settings.sync_claim_timeout_minutes * 60
+        run_id = await self._start_run(crm)
         run = _Run(
             crm=crm,
             spec=spec,
@@ -282,6 +348,7 @@ class Engine:
                 else claim_timeout / 2
             ),
             only=list(only) if only is not None else None,
+            run_id=run_id,
         )
         try:
             try:
@@ -333,7 +400,7 @@ class Engine:
             self._stopped(report, run.store_error, started)
         else:
             self._notify("run_finished", crm=crm, report=report, settings=settings)
-        return report
+        return report, run_id
 
     async def _check_fields(
         self, crm: str, spec: AdapterSpec[Any], settings: SyncSettings, limiter: RateLimiter
@@ -561,7 +628,9 @@ class Engine:
             if run.settings.sync_confirm:
                 await self._expect_confirmations(run, outcomes, now)
             result = await self._with_database(
-                run, "record results", lambda: self.store.record(claim, resolutions, now=now)
+                run,
+                "record results",
+                lambda: self.store.record(claim, resolutions, now=now, run_id=run.run_id),
             )
             for contact_id in contacts:
                 run.fingerprints.pop(contact_id, None)
@@ -677,6 +746,13 @@ class Engine:
         run.report.failed += results.count("failed")
 
     def _resolve(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
+        resolution = self._event(run, contact, outcome, now)
+        exchange = None if isinstance(outcome, Skipped) else outcome.exchange
+        if exchange is None:
+            return resolution
+        return dataclasses.replace(resolution, request=exchange.request, response=exchange.response)
+
+    def _event(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
         since = run.unchanged.get(contact.id) if isinstance(outcome, Synced) else None
         if since is not None:
             # Nothing was sent, so there is nothing to confirm either.
@@ -703,25 +779,37 @@ class Engine:
                 remote_id=outcome.remote_id,
                 fallback_id=outcome.fallback_id,
                 fingerprint=run.fingerprints.get(contact.id),
+                status_code=outcome.status_code,
             )
         if isinstance(outcome, Skipped):
             return Resolution(contact.id, Event.SKIP_BY_ADAPTER, error=_clip(outcome.reason))
         attempts = contact.attempts + 1
         if isinstance(outcome, PermanentFailure):
             return Resolution(
-                contact.id, Event.FAIL, error=_clip(outcome.reason), attempts=attempts
+                contact.id,
+                Event.FAIL,
+                error=_clip(outcome.reason),
+                attempts=attempts,
+                status_code=outcome.status_code,
             )
         assert isinstance(outcome, TransientFailure)
         delay = run.policy.delay_after(attempts, retry_after=outcome.retry_after, rng=self._rng)
         if delay is None:
             reason = f"{outcome.reason} (gave up after {attempts} attempts)"
-            return Resolution(contact.id, Event.FAIL, error=_clip(reason), attempts=attempts)
+            return Resolution(
+                contact.id,
+                Event.FAIL,
+                error=_clip(reason),
+                attempts=attempts,
+                status_code=outcome.status_code,
+            )
         return Resolution(
             contact.id,
             Event.RETRY,
             error=_clip(outcome.reason),
             attempts=attempts,
             next_attempt_at=now + delay,
+            status_code=outcome.status_code,
         )
 
     @staticmethod

@@ -50,15 +50,18 @@ from .contacts import (
     ContactId,
     Outcome,
     PermanentFailure,
+    Synced,
     TransientFailure,
     split_sendable,
 )
 from .errors import ConfigurationError, FatalError, PermanentError, TransientError
+from .history import Exchange as KeptExchange
 from .http import CrmClient, url_secrets
 from .ratelimit import LimitHeaders
 from .settings import SyncSettings
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
+_O = TypeVar("_O")
 T = TypeVar("T")
 
 
@@ -269,7 +272,16 @@ class BatchAdapter(Generic[SettingsT]):
         """One request for ``sent`` and what its answer says of each item: :meth:`send` the
         :meth:`body`, then :meth:`answer`. Override for an exchange of several requests (e.g. submit
         a job, then poll it), or one that sends again on some answers."""
-        return self.answer(await self.send(self.body([s.item for s in sent])), sent)
+        body = self.body([s.item for s in sent])
+        response = await self.send(body)
+        kept: KeptExchange | None = None
+        sampler = self.context.payloads
+        if sampler is not None and sampler.wanted():
+            # Kept in the run history: redacted, capped, for every contact of this request.
+            kept = sampler.capture(json.dumps(body, default=str), response.text, self.client.redact)
+        # The run history keeps each contact's status code.
+        status = response.status_code
+        return [_with_status(o, status, kept) for o in self.answer(response, sent)]
 
     async def deliver(self, items: Sequence[Sent]) -> list[Outcome]:
         """Send a push's items (de-duplicated and mapped) and return each contact's outcome. Default:
@@ -405,9 +417,13 @@ class BatchAdapter(Generic[SettingsT]):
         try:
             answered = await exchange(sent)
         except TransientError as exc:
-            return [TransientFailure(s.contact.id, exc.message, exc.retry_after) for s in sent]
+            code = _status_of(exc)
+            return [
+                TransientFailure(s.contact.id, exc.message, exc.retry_after, code) for s in sent
+            ]
         except PermanentError as exc:
-            return [PermanentFailure(s.contact.id, exc.message) for s in sent]
+            code = _status_of(exc)
+            return [PermanentFailure(s.contact.id, exc.message, code) for s in sent]
         outcomes = [o for o in answered if not isinstance(o, Unresolved)]
         unresolved = {o.contact_id: o.reason for o in answered if isinstance(o, Unresolved)}
         left = [s for s in sent if s.contact.id in unresolved]
@@ -459,3 +475,21 @@ def _spread(sent: Sequence[Sent], outcomes: Sequence[Outcome], crm: str) -> list
         spread.append(outcome)
         spread += [dataclasses.replace(outcome, contact_id=m) for m in item.members[1:]]
     return spread
+
+
+def _with_status(outcome: _O, status: int, exchange: KeptExchange | None) -> _O:
+    if isinstance(outcome, (Synced, TransientFailure, PermanentFailure)) and (
+        outcome.status_code is None or exchange is not None
+    ):
+        return dataclasses.replace(
+            outcome,
+            status_code=outcome.status_code or status,
+            exchange=exchange or outcome.exchange,
+        )
+    return outcome
+
+
+def _status_of(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None

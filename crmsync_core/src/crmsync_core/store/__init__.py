@@ -9,7 +9,7 @@ left alone and no code path can make a change the table lacks.
 One module per concept (:mod:`.notify`: wake on queue; :mod:`.confirmations`: confirmed delivery): :mod:`.schema` (tables, DDL, migrations, reflection, inspection), :mod:`.base`
 (engine, transactions, the status machine's statements), :mod:`.host` (the host's queue API),
 :mod:`.filters`, :mod:`.leases` (the worker's claims), :mod:`.budget` (shared request budgets),
-:mod:`.circuits` (the circuit breaker). The result types live in the SQL-free :mod:`crmsync_core.queue`.
+:mod:`.circuits` (the circuit breaker), :mod:`.history` (run history). The result types live in the SQL-free :mod:`crmsync_core.queue`.
 """
 
 from __future__ import annotations
@@ -26,18 +26,23 @@ from ..queue import (
 from .budget import BudgetMixin, SlotLedger
 from .confirmations import CONFIRMATION_TABLE, ConfirmationsMixin, confirmation_table
 from .fingerprints import FingerprintsMixin
+from .history import HistoryMixin
 from .host import HostQueueMixin
 from .leases import LeasesMixin
 from .notify import QueueListener
 from .schema import (
+    ATTEMPTS_TABLE,
     CIRCUIT_TABLE,
     FINGERPRINT_TABLE,
     RATE_LIMIT_TABLE,
+    RUNS_TABLE,
     DatabaseInspection,
     circuit_table,
     database_engine,
     default_table,
     fingerprint_table,
+    history_sql,
+    history_tables,
     inspect_database,
     missing_columns_sql,
     rate_limit_table,
@@ -47,10 +52,12 @@ from .schema import (
 )
 
 __all__ = [
+    "ATTEMPTS_TABLE",
     "CIRCUIT_TABLE",
     "CONFIRMATION_TABLE",
     "FINGERPRINT_TABLE",
     "RATE_LIMIT_TABLE",
+    "RUNS_TABLE",
     "CircuitState",
     "Claim",
     "ContactState",
@@ -67,6 +74,8 @@ __all__ = [
     "database_engine",
     "default_table",
     "fingerprint_table",
+    "history_sql",
+    "history_tables",
     "inspect_database",
     "missing_columns_sql",
     "rate_limit_table",
@@ -76,5 +85,7 @@ __all__ = [
 ]
 
 
-class Store(HostQueueMixin, LeasesMixin, BudgetMixin, ConfirmationsMixin, FingerprintsMixin):
+class Store(
+    HostQueueMixin, LeasesMixin, BudgetMixin, ConfirmationsMixin, FingerprintsMixin, HistoryMixin
+):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..contacts import Contact, ContactId
+from ..errors import StoreError
 from ..layout import CONTACT_FIELDS
 from ..queue import (
     Claim,
@@ -20,12 +21,13 @@ from ..queue import (
 from ..status import Event, ProcessingStatus
 from .base import ID_CHUNK, _Crm, _enum_value
 from .fingerprints import FingerprintsMixin
+from .history import HistoryMixin
 
 #: outcomes per UPDATE ... FROM (VALUES ...) statement (up to 5 parameters each)
 RECORD_CHUNK = 1_000
 
 
-class LeasesMixin(FingerprintsMixin):
+class LeasesMixin(FingerprintsMixin, HistoryMixin):
     # -- the engine's operations ---------------------------------------------------------------------
 
     async def claim(
@@ -83,27 +85,44 @@ class LeasesMixin(FingerprintsMixin):
         return Claim(crm, contacts, now)
 
     async def record(
-        self, claim: Claim, resolutions: Sequence[Resolution], *, now: datetime
+        self,
+        claim: Claim,
+        resolutions: Sequence[Resolution],
+        *,
+        now: datetime,
+        run_id: int | None = None,
     ) -> RecordResult:
         """Write the outcome of a claim in bulk, one statement per kind of event, in one transaction.
 
         A row is written only if it is still in this claim (``Processing`` and, where the layout keeps a
-        claim time of its own, claimed at ``claim.claimed_at``); the others are counted as stale.
+        claim time of its own, claimed at ``claim.claimed_at``); the others are counted as stale. With
+        run history on, the written contacts' attempts are one more statement of the same transaction.
         """
+        history = self.history_settings.history
+        if history and self._history_tables is None:
+            try:
+                await self._history_write_tables()
+            except StoreError:
+                history = False  # logged once; the outcomes are what matters
         c = self._crm(claim.crm)
         groups: dict[Event, list[Resolution]] = {}
         for resolution in resolutions:
             groups.setdefault(resolution.event, []).append(resolution)
         written: set[ContactId] = set()
+        # On PostgreSQL each outcome statement also inserts its written contacts' attempts (a
+        # data-modifying CTE): no statement and no round trip of its own.
+        kept = (run_id,) if history and self.dialect == "postgresql" else None
         async with self._transaction(None) as conn:
             for event, group in groups.items():
                 for start in range(0, len(group), RECORD_CHUNK):
                     statement = self._record_statement(
-                        c, event, claim, group[start : start + RECORD_CHUNK], now
+                        c, event, claim, group[start : start + RECORD_CHUNK], now, kept
                     )
                     written.update(row[0] for row in await conn.execute(statement))
             # Same transaction: a contact is Complete with its fingerprint, or neither.
             await self._record_fingerprints(conn, claim.crm, resolutions, written, now)
+            if history and kept is None:
+                await self._record_attempts(conn, claim.crm, run_id, resolutions, written, now)
         return RecordResult(frozenset(written), len(resolutions) - len(written))
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
@@ -158,13 +177,29 @@ class LeasesMixin(FingerprintsMixin):
             return (await conn.execute(statement)).rowcount
 
     def _record_statement(
-        self, c: _Crm, event: Event, claim: Claim, group: Sequence[Resolution], now: datetime
+        self,
+        c: _Crm,
+        event: Event,
+        claim: Claim,
+        group: Sequence[Resolution],
+        now: datetime,
+        kept: tuple[int | None] | None = None,
     ) -> Any:
         """One ``UPDATE ... FROM (VALUES ...)`` for a group of contacts that met the same event: one
-        statement and one exact row count, whatever the driver."""
+        statement and one exact row count, whatever the driver. With ``kept`` (PostgreSQL, history on:
+        the run id), the same statement inserts the written contacts' attempts."""
         condition, values = self._transition(c, event)
         columns = [sa.column("contact_id", self._id_column.type), sa.column("error", c.error.type)]
         rows: list[tuple[Any, ...]] = [(r.contact_id, r.error) for r in group]
+        payloads = kept is not None and any(
+            r.request is not None or r.response is not None for r in group
+        )
+        if kept is not None:
+            columns.append(sa.column("status_code", sa.Integer))
+            rows = [(*row, r.status_code) for row, r in zip(rows, group, strict=True)]
+            if payloads:
+                columns += [sa.column("request", sa.Text), sa.column("response", sa.Text)]
+                rows = [(*row, r.request, r.response) for row, r in zip(rows, group, strict=True)]
         if event in (Event.SUCCEED, Event.AWAIT):
             columns += [
                 sa.column("remote_id", c.remote_id.type),
@@ -203,7 +238,10 @@ class LeasesMixin(FingerprintsMixin):
             if c.failed_crm is not None and c.names.failed_crm:
                 values[c.names.failed_crm] = c.names.crm
         values |= self._touch(now)
-        return sa.update(self.table).where(*where).values(values).returning(self._id_column)
+        update = sa.update(self.table).where(*where).values(values)
+        if kept is None:
+            return update.returning(self._id_column)
+        return self._with_attempts(update, outcome, event, claim.crm, kept[0], now, payloads)
 
     def _outcome_rows(
         self, columns: list[sa.ColumnClause[Any]], rows: list[tuple[Any, ...]]
