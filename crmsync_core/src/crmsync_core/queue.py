@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CircuitState",
     "Claim",
+    "ContactBrief",
     "ContactState",
+    "FailureReason",
     "Queue",
     "QueueResult",
     "RecordResult",
@@ -72,12 +74,15 @@ class StatusSummary:
 
 @dataclass(frozen=True, slots=True)
 class CircuitState:
-    """A CRM paused by the circuit breaker: since when, and when it is probed next."""
+    """A paused CRM (by the circuit breaker or by a user): since when, and when it is probed next."""
 
     crm: str
     opened_at: datetime
     probe_at: datetime
     cooldown_seconds: float
+    #: set when a user paused the CRM (the status page's "pause"): why, in their words. Such a pause
+    #: is never probed nor lifted by the circuit breaker, only by :meth:`resume`.
+    paused_by_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,24 @@ class ContactState:
     remote_id: str | None
     attempts: int
     next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactBrief:
+    """Who a contact is, for a person looking at it: id, e-mail and name (untrusted text)."""
+
+    id: ContactId
+    email: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureReason:
+    """The ``Error`` contacts of one CRM that share one reason: how many, and a few of them."""
+
+    reason: str | None
+    count: int
+    examples: tuple[ContactBrief, ...]
 
 
 @dataclass(frozen=True, slots=True)

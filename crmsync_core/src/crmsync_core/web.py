@@ -23,7 +23,8 @@ Per CRM that has an installed adapter and columns in the table:
 * ``GET {prefix}/{crm}/check``: whether the CRM account and the table are ready (``crmsync check``:
   credentials, mapped fields, list, rate-limit headroom, columns), changing nothing;
 
-and ``PUT {prefix}/crm/select``: select or unselect contacts for several CRMs at once.
+and ``PUT {prefix}/crm/select``: select or unselect contacts for several CRMs at once; ``GET
+{prefix}/status``: the status page (HTML, see :mod:`crmsync_core.status_page`).
 
 Queue operations run on the host's session when ``session`` is given (and commit it, as the host's own
 handlers do), else in a transaction of their own. Bad input answers 422 in FastAPI's usual shape
@@ -218,6 +219,8 @@ def sync_router(
     crms: Iterable[str] | None = None,
     registry: Registry | None = None,
     tags: Sequence[str] = ("crm sync",),
+    status_page: bool = True,
+    action_dependencies: Sequence[Any] = (),
 ) -> APIRouter:
     """A router with the crmsync endpoints.
 
@@ -227,6 +230,11 @@ def sync_router(
     ``AsyncConnection``: queue operations then run in it and commit it. ``dependencies`` (e.g. the host's
     auth, ``[Depends(get_current_user)]``) guard every endpoint. ``crms`` defaults to every CRM with an
     installed adapter (from ``registry``) and columns in the layout.
+
+    ``status_page`` mounts ``GET {prefix}/status``, an HTML page of every CRM at a glance with a contact
+    lookup, and its form actions (retry the ``Error`` contacts of a reason, unselect a contact, pause
+    and resume a CRM), each also guarded by ``action_dependencies`` (e.g. an admin check); see
+    docs/status-page.md.
     """
     if isinstance(database, Store):
         layout = database.layout
@@ -384,6 +392,17 @@ def sync_router(
             action=body.action, crms=chosen, updated_count=updated, results=results, message=message
         )
 
+    if status_page:
+        from .status_page import add_status_page
+
+        add_status_page(
+            router,
+            store=opener.store,
+            crms=names,
+            handle_dependency=handle_dependency,
+            unit_of_work=_transaction,
+            action_dependencies=action_dependencies,
+        )
     return router
 
 

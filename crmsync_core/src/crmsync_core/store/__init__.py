@@ -9,7 +9,8 @@ left alone and no code path can make a change the table lacks.
 One module per concept: :mod:`.schema` (tables, DDL, migrations, reflection, inspection), :mod:`.base`
 (engine, transactions, the status machine's statements), :mod:`.host` (the host's queue API),
 :mod:`.filters`, :mod:`.leases` (the worker's claims), :mod:`.budget` (shared request budgets),
-:mod:`.circuits` (the circuit breaker). The result types live in the SQL-free :mod:`crmsync_core.queue`.
+:mod:`.circuits` (paused CRMs), :mod:`.overview` (the status page's reads and retries). The result
+types live in the SQL-free :mod:`crmsync_core.queue`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..queue import (
 from .budget import BudgetMixin, SlotLedger
 from .host import HostQueueMixin
 from .leases import LeasesMixin
+from .overview import OverviewMixin
 from .schema import (
     CIRCUIT_TABLE,
     RATE_LIMIT_TABLE,
@@ -66,5 +68,5 @@ __all__ = [
 ]
 
 
-class Store(HostQueueMixin, LeasesMixin, BudgetMixin):
+class Store(OverviewMixin, HostQueueMixin, LeasesMixin, BudgetMixin):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""
