@@ -42,7 +42,7 @@ color:#18794e}
 .tile{border:1px solid #d9e2ec;border-radius:6px;padding:6px 10px;min-width:86px}
 .tile b{display:block;font-size:18px}
 .tile span{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:#616e7c}
-.tile.error b{color:#b42318}.tile.complete b{color:#18794e}.tile.due b{color:#1d4ed8}
+.tile.error.some b{color:#b42318}.tile.complete b{color:#18794e}.tile.due b{color:#1d4ed8}
 .grid{display:grid;grid-template-columns:minmax(300px,1fr) minmax(300px,1.4fr);gap:16px}
 @media (max-width:900px){.grid{grid-template-columns:1fr}}
 h3{font-size:13px;margin:12px 0 6px;color:#3e4c59;text-transform:uppercase;letter-spacing:.04em}
@@ -86,6 +86,8 @@ def render(page: StatusPage) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>crmsync status</title>",
+        # No favicon request: the page loads nothing but itself.
+        '<link rel="icon" href="data:,">',
         # No script, no external resource: nothing to load but this document.
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; img-src data:; form-action 'self'\">",
@@ -154,8 +156,8 @@ def _badge(paused: CircuitState | None, errors: int) -> str:
         )
         return f'<span class="badge paused">{who}</span>'
     if errors:
-        return f'<span class="badge">running, {errors} in Error</span>'
-    return '<span class="badge">running</span>'
+        return f'<span class="badge">active, {errors:,} in Error</span>'
+    return '<span class="badge">active</span>'
 
 
 def _pause_line(paused: CircuitState | None) -> str:
