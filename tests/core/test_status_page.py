@@ -224,3 +224,22 @@ async def test_the_page_can_be_left_out(store: Store) -> None:
         response = await client.get(PAGE)
 
     assert response.status_code == 404
+
+
+async def test_a_user_pause_reaches_a_worker_with_its_own_store(
+    client: httpx.AsyncClient, store: Store, database_url: str
+) -> None:
+    worker_store = await Store.connect(database_url, layout=store.layout)
+    try:
+        before = await worker_store.circuit("sandbox")
+        await client.post(f"{PAGE}/sandbox/pause", data={"reason": "audit"})
+        during = await worker_store.circuit("sandbox")
+        await client.post(f"{PAGE}/sandbox/resume")
+        after = await worker_store.circuit("sandbox")
+    finally:
+        await worker_store.close()
+
+    assert before is None
+    assert during is not None
+    assert during.paused_by_user == "audit"
+    assert after is None
