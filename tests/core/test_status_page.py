@@ -243,3 +243,14 @@ async def test_a_user_pause_reaches_a_worker_with_its_own_store(
     assert during is not None
     assert during.paused_by_user == "audit"
     assert after is None
+
+
+async def test_the_summary_endpoint_says_a_user_paused_the_crm(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post(f"{PAGE}/sandbox/pause", data={"reason": "rotating the key"})
+
+    summary = (await client.get("/api/v3/contacts/sandbox/status/summary")).json()
+
+    assert summary["paused_by_user"] == "rotating the key"
+    assert summary["paused_since"] is not None

@@ -204,6 +204,7 @@ async def test_summary_counts_every_status_and_what_is_due(
         "retrying": 0,
         "paused_since": None,
         "probe_at": None,
+        "paused_by_user": None,
     }
 
 

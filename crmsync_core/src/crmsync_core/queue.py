@@ -70,6 +70,8 @@ class StatusSummary:
     paused_since: datetime | None = None
     #: when the paused CRM is probed next
     probe_at: datetime | None = None
+    #: the reason a user gave when pausing the CRM (``None``: not paused, or by the circuit breaker)
+    paused_by_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

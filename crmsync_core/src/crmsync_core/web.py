@@ -161,6 +161,8 @@ class SummaryResponse(BaseModel):
     paused_since: datetime | None = None
     #: when the paused CRM is probed next
     probe_at: datetime | None = None
+    #: set when a user paused the CRM (the status page): their reason; only a resume lifts it
+    paused_by_user: str | None = None
 
 
 class SelectRequest(BaseModel):
@@ -326,6 +328,7 @@ def sync_router(
             oldest_due_seconds=summary.oldest_due_seconds,
             paused_since=summary.paused_since,
             probe_at=summary.probe_at,
+            paused_by_user=summary.paused_by_user,
         )
 
     @router.get(

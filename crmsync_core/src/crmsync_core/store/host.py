@@ -236,6 +236,7 @@ class HostQueueMixin(FiltersMixin, CircuitsMixin):
             oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else None,
             paused_since=paused.opened_at if paused else None,
             probe_at=paused.probe_at if paused else None,
+            paused_by_user=paused.paused_by_user if paused else None,
         )
 
     async def states(
