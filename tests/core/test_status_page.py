@@ -208,11 +208,24 @@ async def test_the_page_needs_the_hosts_auth_and_actions_their_own(
     reader = await client.get(PAGE, headers={"X-Admin": "no"})
     action = await client.post(f"{PAGE}/sandbox/pause", headers={"X-Admin": "no"})
     foreign = await client.post(f"{PAGE}/sandbox/pause", headers={"Origin": "https://evil.example"})
+    cross_site = await client.post(
+        f"{PAGE}/sandbox/pause",
+        headers={"Origin": "http://app", "Sec-Fetch-Site": "cross-site"},
+    )
+    behind_a_proxy = await client.post(
+        f"{PAGE}/sandbox/retry",
+        data={"reason": "none such"},
+        headers={"Origin": "https://crm.example", "X-Forwarded-Host": "crm.example"},
+    )
+    no_reason = await client.post(f"{PAGE}/sandbox/retry")
 
     assert anonymous.status_code == 401
     assert reader.status_code == 200
     assert action.status_code == 403
     assert foreign.status_code == 403
+    assert cross_site.status_code == 403
+    assert behind_a_proxy.status_code == 303
+    assert no_reason.status_code == 422
     assert await store.circuit("sandbox") is None
 
 

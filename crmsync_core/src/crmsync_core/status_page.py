@@ -206,9 +206,16 @@ def add_status_page(
         if crm not in names:
             raise HTTPException(404, "unknown CRM")
         # Refuse a form posted from another site (the host's auth may be a cookie the browser sends
-        # along): browsers name the page a form comes from in Origin.
+        # along). Browsers say where a request comes from in Sec-Fetch-Site, which proxies leave
+        # alone; older ones only name the page's origin, compared with the host the request reached.
+        site = request.headers.get("sec-fetch-site")
         origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        if site is not None:
+            foreign = site == "cross-site"
+        else:
+            hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")}
+            foreign = bool(origin) and urlsplit(origin or "").netloc not in hosts
+        if foreign:
             raise HTTPException(403, "the form was posted from another site")
         body = await request.body()
         if len(body) > _MAX_FORM:
@@ -253,6 +260,8 @@ def add_status_page(
     async def retry(request: Request, crm: str, handle: Handle) -> RedirectResponse:
         fields = await form(request, crm)
         reason = fields.get("reason")
+        if reason is None and not fields.get("no_reason"):
+            raise HTTPException(422, "say which reason's Error contacts to retry")
         opened = await store()
         async with unit_of_work(opened, handle) as conn:
             result: QueueResult = await opened.retry_failed(
