@@ -38,8 +38,10 @@ def test_the_hooks_are_the_ones_we_know() -> None:
         "check_crm",
         "contact_failed",
         "contact_synced",
+        "queue_measured",
         "register_adapters",
         "register_commands",
+        "request_finished",
         "run_finished",
     ]
     registry = Registry(load_entry_points=False)

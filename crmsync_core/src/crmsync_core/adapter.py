@@ -182,6 +182,8 @@ class AdapterContext:
     request_deadline: float | None = None
     #: the run's circuit breaker (disabled unless the engine sets one)
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
+    #: called after each HTTP exchange with the status code (``None``: no answer) and its seconds
+    on_response: Callable[[int | None, float], None] | None = None
 
     @property
     def halted(self) -> FatalError | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 from uuid import UUID
 
@@ -59,6 +59,9 @@ class Synced:
     contact_id: ContactId
     remote_id: str | None = None
     fallback_id: str | None = None
+    #: the CRM's HTTP status code for the request, when the adapter says (kept in the run history;
+    #: not part of equality: the outcome is the same whatever the code)
+    status_code: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,8 @@ class TransientFailure:
     contact_id: ContactId
     reason: str
     retry_after: float | None = None
+    #: the CRM's HTTP status code, when the request got an answer and the adapter says
+    status_code: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,8 @@ class PermanentFailure:
 
     contact_id: ContactId
     reason: str
+    #: the CRM's HTTP status code, when the adapter says
+    status_code: int | None = field(default=None, compare=False)
 
 
 Outcome: TypeAlias = Synced | Skipped | TransientFailure | PermanentFailure

@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +82,8 @@ class _Run:
     circuit: CircuitBreaker
     #: how long database writes are retried before the claim timeout is left to hand contacts back
     database_retry_seconds: float
+    #: the run's row in the history (``None``: history is off)
+    run_id: int | None = None
     fatal: FatalError | None = None
     store_error: StoreError | None = None
 
@@ -90,7 +94,8 @@ class Engine:
     ``registry`` finds adapters (default: the installed ones). ``settings`` gives settings per CRM in
     code (default: each adapter's settings model read from the environment). ``transports`` routes a
     CRM's HTTP through a given ``httpx.AsyncBaseTransport`` (sandboxes, tests). ``clock`` returns the
-    current aware UTC time (tests move it forward to make retries due).
+    current aware UTC time (tests move it forward to make retries due). ``worker_name`` names this
+    worker in the run history.
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class Engine:
         rate_limiters: Mapping[str, RateLimiter] | None = None,
         clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
+        worker_name: str | None = None,
     ) -> None:
         self.store = store
         self.registry = registry or default_registry()
@@ -113,8 +119,14 @@ class Engine:
         self._limiters: dict[str, RateLimiter] = dict(rate_limiters or {})
         self._clock = clock or (lambda: datetime.now(UTC))
         self._rng = rng or random.Random()
+        #: who runs the runs, in the run history (default: host name and process id)
+        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
         #: CRMs whose mapped fields were checked by this engine (once per worker, or per one-shot run)
         self._fields_checked: set[str] = set()
+
+    def now(self) -> datetime:
+        """The engine's clock (aware UTC)."""
+        return self._clock()
 
     def settings_for(self, crm: str) -> SyncSettings:
         """The CRM's settings: given in code, else read from the environment."""
@@ -160,13 +172,58 @@ class Engine:
         """
         spec = self.registry.get(crm)
         self.store.layout.columns_for(crm)
+        report, run_id = await self._run_once(spec, crm, limit, stop, progress)
+        if run_id is not None:
+            try:
+                await self.store.finish_run(run_id, report, now=self._clock())
+            except StoreError as exc:
+                logger.warning("%s: could not write the run's history: %s", crm, exc)
+        if self.registry.hook.queue_measured.get_hookimpls():
+            # Only for a plugin that wants it (metrics): one count of the CRM's queue.
+            try:
+                summary = await self.store.summary(crm, now=self._clock())
+            except StoreError as exc:
+                logger.warning("%s: could not measure the queue: %s", crm, exc)
+            else:
+                self._notify("queue_measured", crm=crm, summary=summary)
+        return report
+
+    def _response_hook(self, crm: str) -> Callable[[int | None, float], None] | None:
+        """The ``request_finished`` hook for the adapter's HTTP client, when a plugin implements it."""
+        if not self.registry.hook.request_finished.get_hookimpls():
+            return None
+
+        def finished(status_code: int | None, seconds: float) -> None:
+            self._notify("request_finished", crm=crm, status_code=status_code, seconds=seconds)
+
+        return finished
+
+    async def _start_run(self, crm: str) -> int | None:
+        # History never stops a sync: without its run row, attempts are kept without a run.
+        try:
+            return await self.store.start_run(crm, worker=self.worker_name, now=self._clock())
+        except StoreError as exc:
+            logger.warning("%s: could not keep the run in the history: %s", crm, exc)
+            return None
+
+    async def _run_once(
+        self,
+        spec: AdapterSpec[Any],
+        crm: str,
+        limit: int | None,
+        stop: asyncio.Event | None,
+        progress: Callable[[RunReport], None] | None,
+    ) -> tuple[RunReport, int | None]:
+        """The run, and its row in the history. A run that never reached the CRM (bad settings, a
+        paused CRM waiting for its probe) is reported but not kept: a paused CRM would add a row per
+        interval, and the CLI's bad input must change nothing."""
         started = time.perf_counter()
         report = RunReport(crm=crm, started_at=self._clock())
         try:
             settings = self.settings_for(crm)
             paused = await self.store.circuit(crm)
         except (ConfigurationError, StoreError) as exc:
-            return self._stopped(report, exc, started)
+            return self._stopped(report, exc, started), None
         now = self._clock()
         if paused is not None and now < paused.probe_at:
             report.paused_since = paused.opened_at
@@ -190,7 +247,7 @@ class Engine:
                     f"errors, timeouts or 5xx; next probe at {_when(paused.probe_at)}",
                     resume_after=(paused.probe_at - now).total_seconds(),
                 )
-            return self._stopped(report, error, started)
+            return self._stopped(report, error, started), None
         # A paused CRM past its cool-down is probed: one small batch, and its first failure pauses it again.
         circuit = CircuitBreaker(
             1 if paused is not None else settings.sync_circuit_failures, crm=crm
@@ -208,17 +265,19 @@ class Engine:
                 request_deadline=settings.sync_request_deadline_seconds,
                 circuit=circuit,
                 max_response_bytes=settings.sync_max_response_bytes,
+                on_response=self._response_hook(crm),
             )
             adapter = spec.factory(settings, context)
         except (ConfigurationError, FatalError) as exc:
-            return self._stopped(report, exc, started)
+            return self._stopped(report, exc, started), None
         if crm not in self._fields_checked:
             problem = await self._check_fields(crm, spec, settings, limiter)
             if problem is not None:
                 await adapter.aclose()
-                return self._stopped(report, problem, started)
+                return self._stopped(report, problem, started), None
 
         claim_timeout = settings.sync_claim_timeout_minutes * 60
+        run_id = await self._start_run(crm)
         run = _Run(
             crm=crm,
             spec=spec,
@@ -239,6 +298,7 @@ class Engine:
                 if settings.sync_database_retry_seconds is not None
                 else claim_timeout / 2
             ),
+            run_id=run_id,
         )
         try:
             try:
@@ -283,7 +343,7 @@ class Engine:
             self._stopped(report, run.store_error, started)
         else:
             self._notify("run_finished", crm=crm, report=report, settings=settings)
-        return report
+        return report, run_id
 
     async def _check_fields(
         self, crm: str, spec: AdapterSpec[Any], settings: SyncSettings, limiter: RateLimiter
@@ -471,7 +531,9 @@ class Engine:
         if outcomes:
             resolutions = [self._resolve(run, contacts[o.contact_id], o, now) for o in outcomes]
             result = await self._with_database(
-                run, "record results", lambda: self.store.record(claim, resolutions, now=now)
+                run,
+                "record results",
+                lambda: self.store.record(claim, resolutions, now=now, run_id=run.run_id),
             )
             if result is not None:
                 run.report.stale += result.stale
@@ -555,25 +617,37 @@ class Engine:
                 Event.SUCCEED,
                 remote_id=outcome.remote_id,
                 fallback_id=outcome.fallback_id,
+                status_code=outcome.status_code,
             )
         if isinstance(outcome, Skipped):
             return Resolution(contact.id, Event.SKIP_BY_ADAPTER, error=_clip(outcome.reason))
         attempts = contact.attempts + 1
         if isinstance(outcome, PermanentFailure):
             return Resolution(
-                contact.id, Event.FAIL, error=_clip(outcome.reason), attempts=attempts
+                contact.id,
+                Event.FAIL,
+                error=_clip(outcome.reason),
+                attempts=attempts,
+                status_code=outcome.status_code,
             )
         assert isinstance(outcome, TransientFailure)
         delay = run.policy.delay_after(attempts, retry_after=outcome.retry_after, rng=self._rng)
         if delay is None:
             reason = f"{outcome.reason} (gave up after {attempts} attempts)"
-            return Resolution(contact.id, Event.FAIL, error=_clip(reason), attempts=attempts)
+            return Resolution(
+                contact.id,
+                Event.FAIL,
+                error=_clip(reason),
+                attempts=attempts,
+                status_code=outcome.status_code,
+            )
         return Resolution(
             contact.id,
             Event.RETRY,
             error=_clip(outcome.reason),
             attempts=attempts,
             next_attempt_at=now + delay,
+            status_code=outcome.status_code,
         )
 
     @staticmethod

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "AttemptOutcome",
     "AttemptRecord",
     "HistoryReader",
+    "HistorySettings",
     "HourlyOutcome",
     "PayloadCapture",
     "RunRecord",
@@ -167,3 +171,28 @@ class HistoryReader(Protocol):
     async def hourly_outcomes(self, crm: str | None, since: datetime) -> list[HourlyOutcome]:
         """Synced and failed attempts per hour since ``since`` (hours without attempts are left out)."""
         ...
+
+
+class HistorySettings(BaseSettings):
+    """Run history: ``CRMSYNC_HISTORY=on|off`` (on), ``CRMSYNC_HISTORY_RETENTION_DAYS`` (30),
+    ``CRMSYNC_HISTORY_PAYLOADS=off|sample|all`` (off), ``CRMSYNC_HISTORY_PAYLOAD_SAMPLE_RATE`` (0.01),
+    ``CRMSYNC_HISTORY_PAYLOAD_MAX_BYTES`` (4096)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRMSYNC_", extra="ignore", validate_default=True, hide_input_in_errors=True
+    )
+
+    #: keep runs and attempts (``off``: nothing is written, reading returns what is left)
+    history: bool = True
+    #: attempts and runs older than this are deleted by the worker (about once an hour)
+    history_retention_days: float = Field(30.0, gt=0)
+    #: whether attempts keep the CRM request and response (redacted, capped)
+    history_payloads: PayloadCapture = PayloadCapture.OFF
+    #: with ``sample``: the share of requests whose exchange is kept
+    history_payload_sample_rate: float = Field(0.01, ge=0, le=1)
+    #: the most characters kept of a request or a response
+    history_payload_max_bytes: int = Field(4096, ge=64)
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.history_retention_days)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .adapter import AdapterSpec
     from .check import CheckContext, CheckResult
     from .contacts import Contact
+    from .queue import StatusSummary
     from .report import RunReport
     from .settings import SyncSettings
 
@@ -54,6 +55,20 @@ def run_finished(crm: str, report: RunReport, settings: SyncSettings | None) -> 
 
     ``settings`` are the CRM's settings, or ``None`` when they could not be read (invalid settings).
     Implementations may leave the argument out.
+    """
+
+
+@hookspec
+def request_finished(crm: str, status_code: int | None, seconds: float) -> None:
+    """One HTTP exchange with ``crm`` ended after ``seconds``: ``status_code`` is the CRM's answer, or
+    ``None`` for a timeout or a connection error. Called for every request (keep it cheap: metrics)."""
+
+
+@hookspec
+def queue_measured(crm: str, summary: StatusSummary) -> None:
+    """How ``crm``'s queue stands after a run (``summary.total``, ``summary.due``, ``summary.counts``).
+
+    The engine asks the store for it only when a plugin implements this hook (metrics).
     """
 
 

@@ -311,17 +311,20 @@ class CrmClient:
                         response = await self._http.send(request, stream=True)
                         whole = await self._read_body(response)
             except (httpx.TimeoutException, TimeoutError):
+                self._answered(None, started)
                 self._failed(f"{self.crm}: {self._where(request)} timed out")
                 raise _RetryableResponse(
                     f"{self.crm}: {self._where(request)} timed out", retry_after=None, response=None
                 ) from None
             except httpx.TransportError as exc:
+                self._answered(None, started)
                 reason = (
                     f"{self.crm}: {self._where(request)} failed: {self.redact(type(exc).__name__)}"
                     f" {self.redact(str(exc))}"
                 )
                 self._failed(reason)
                 raise _RetryableResponse(reason, retry_after=None, response=None) from None
+            self._answered(response.status_code, started)
             if response.status_code >= 500:
                 self._failed(f"{self.crm}: HTTP {response.status_code} on {self._where(request)}")
             else:
@@ -385,6 +388,11 @@ class CrmClient:
                     f"{self.body_snippet(response)}"
                 )
             return response
+
+    def _answered(self, status: int | None, started: float) -> None:
+        report = self.context.on_response
+        if report is not None:
+            report(status, time.perf_counter() - started)
 
     def _failed(self, reason: str) -> None:
         """Count a connection error, timeout or 5xx; raise once the circuit opens (the CRM is paused)."""

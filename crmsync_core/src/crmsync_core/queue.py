@@ -18,6 +18,7 @@ from .status import Event, ProcessingStatus, SyncStatus
 if TYPE_CHECKING:
     from .layout import Layout
     from .ratelimit import Ledger
+    from .report import RunReport
 
 __all__ = [
     "CircuitState",
@@ -138,6 +139,11 @@ class Resolution:
     next_attempt_at: datetime | None = None
     #: recorded as the remote id only when the CRM gave none and none is recorded yet
     fallback_id: str | None = None
+    #: the CRM's HTTP status code for this contact's request, when the adapter said (run history)
+    status_code: int | None = None
+    #: the request and response, redacted and capped, when payload capture kept them (run history)
+    request: str | None = None
+    response: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +181,15 @@ class Queue(Protocol):
         ...
 
     async def record(
-        self, claim: Claim, resolutions: Sequence[Resolution], *, now: datetime
+        self,
+        claim: Claim,
+        resolutions: Sequence[Resolution],
+        *,
+        now: datetime,
+        run_id: int | None = None,
     ) -> RecordResult:
-        """Write the outcomes of a claim's contacts (only those still in the claim)."""
+        """Write the outcomes of a claim's contacts (only those still in the claim), and their attempts
+        in run ``run_id``'s history in the same transaction."""
         ...
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:
@@ -204,4 +216,20 @@ class Queue(Protocol):
 
     async def close_circuit(self, crm: str) -> None:
         """Resume ``crm`` for every worker."""
+        ...
+
+    async def start_run(self, crm: str, *, worker: str, now: datetime) -> int | None:
+        """Keep a run in the history; its id (``None``: history is off)."""
+        ...
+
+    async def finish_run(self, run_id: int, report: RunReport, *, now: datetime) -> None:
+        """Write what a kept run did."""
+        ...
+
+    async def prune_history(self, *, now: datetime) -> int:
+        """Delete history older than its retention; the attempts deleted."""
+        ...
+
+    async def summary(self, crm: str, *, now: datetime | None = None) -> StatusSummary:
+        """How ``crm``'s contacts stand (queue depth and due count, for metrics)."""
         ...

@@ -49,6 +49,7 @@ from .contacts import (
     ContactId,
     Outcome,
     PermanentFailure,
+    Synced,
     TransientFailure,
     split_sendable,
 )
@@ -58,6 +59,7 @@ from .ratelimit import LimitHeaders
 from .settings import SyncSettings
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
+_O = TypeVar("_O")
 
 
 def normalised_email(email: str | None) -> str:
@@ -330,16 +332,21 @@ class BatchAdapter(Generic[SettingsT]):
                 said = self.rejected(response, sent)
                 if not self.bisect_rejections and len(sent) > 1:
                     reason = f"{self.crm} rejected the batch (HTTP {status}): {said}"
-                    return [PermanentFailure(s.contact.id, reason) for s in sent]
+                    return [PermanentFailure(s.contact.id, reason, status) for s in sent]
                 answered: Sequence[Outcome | Unresolved] = [
                     Unresolved(s.contact.id, f"HTTP {status}: {said}") for s in sent
                 ]
             else:
-                answered = self.outcomes(response, sent)
+                # The run history keeps each contact's status code.
+                answered = [_with_status(o, status) for o in self.outcomes(response, sent)]
         except TransientError as exc:
-            return [TransientFailure(s.contact.id, exc.message, exc.retry_after) for s in sent]
+            code = _status_of(exc)
+            return [
+                TransientFailure(s.contact.id, exc.message, exc.retry_after, code) for s in sent
+            ]
         except PermanentError as exc:
-            return [PermanentFailure(s.contact.id, exc.message) for s in sent]
+            code = _status_of(exc)
+            return [PermanentFailure(s.contact.id, exc.message, code) for s in sent]
         outcomes = [o for o in answered if not isinstance(o, Unresolved)]
         unresolved = {o.contact_id: o.reason for o in answered if isinstance(o, Unresolved)}
         left = [s for s in sent if s.contact.id in unresolved]
@@ -390,3 +397,17 @@ def _spread(sent: Sequence[Sent], outcomes: Sequence[Outcome], crm: str) -> list
         spread.append(outcome)
         spread += [dataclasses.replace(outcome, contact_id=m) for m in item.members[1:]]
     return spread
+
+
+def _with_status(outcome: _O, status: int) -> _O:
+    if isinstance(outcome, (Synced, TransientFailure, PermanentFailure)) and (
+        outcome.status_code is None
+    ):
+        return dataclasses.replace(outcome, status_code=status)
+    return outcome
+
+
+def _status_of(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None

@@ -16,9 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from .engine import Engine
+from .errors import StoreError
 from .report import RunReport
 
 logger = logging.getLogger("crmsync.worker")
+
+#: how often the worker deletes run history past its retention
+PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 class Worker:
@@ -44,6 +48,7 @@ class Worker:
         self._signals = 0
         #: the batches in flight were abandoned on a second signal
         self.abandoned = False
+        self._next_prune = 0.0
 
     def stop(self) -> None:
         """Finish the batches in flight, then return from :meth:`run`."""
@@ -73,6 +78,7 @@ class Worker:
                     if time.monotonic() < self._next_run[crm]:
                         continue
                     report = await self.engine.run_once(crm, stop=self._stop)
+                    await self._prune()
                     wait = self.interval_for(crm)
                     if report.resume_after is not None:
                         wait = max(wait, report.resume_after)
@@ -91,6 +97,19 @@ class Worker:
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
+
+    async def _prune(self) -> None:
+        """Delete run history past its retention, about once an hour (the first time at start)."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+        try:
+            deleted = await self.engine.store.prune_history(now=self.engine.now())
+        except StoreError as exc:
+            logger.warning("could not prune the run history: %s", exc)
+            return
+        if deleted:
+            logger.info("pruned %d attempts past the history's retention", deleted)
 
     def _on_signal(self, task: asyncio.Task[None] | None) -> None:
         self._signals += 1

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "adapters": "crmsync_core.cli.adapters:adapters",
     "check": "crmsync_core.cli_check:check_command",
     "demo": "crmsync_core.cli.demo:demo",
+    "history": "crmsync_core.cli.history:history",
     "queue": "crmsync_core.cli.queue:queue",
     "schema": "crmsync_core.cli.schema:schema",
     "status": "crmsync_core.cli.status:status",

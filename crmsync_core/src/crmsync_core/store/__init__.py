@@ -9,8 +9,8 @@ left alone and no code path can make a change the table lacks.
 One module per concept: :mod:`.schema` (tables, DDL, migrations, reflection, inspection), :mod:`.base`
 (engine, transactions, the status machine's statements), :mod:`.host` (the host's queue API),
 :mod:`.filters`, :mod:`.leases` (the worker's claims), :mod:`.budget` (shared request budgets),
-:mod:`.circuits` (paused CRMs), :mod:`.overview` (the status page's reads and retries). The result
-types live in the SQL-free :mod:`crmsync_core.queue`.
+:mod:`.circuits` (paused CRMs), :mod:`.history` (run history), :mod:`.overview` (the status page's
+reads and retries). The result types live in the SQL-free :mod:`crmsync_core.queue`.
 """
 
 from __future__ import annotations
@@ -25,16 +25,21 @@ from ..queue import (
     StatusSummary,
 )
 from .budget import BudgetMixin, SlotLedger
+from .history import HistoryMixin
 from .host import HostQueueMixin
 from .leases import LeasesMixin
 from .overview import OverviewMixin
 from .schema import (
+    ATTEMPTS_TABLE,
     CIRCUIT_TABLE,
     RATE_LIMIT_TABLE,
+    RUNS_TABLE,
     DatabaseInspection,
     circuit_table,
     database_engine,
     default_table,
+    history_sql,
+    history_tables,
     inspect_database,
     missing_columns_sql,
     rate_limit_table,
@@ -44,8 +49,10 @@ from .schema import (
 )
 
 __all__ = [
+    "ATTEMPTS_TABLE",
     "CIRCUIT_TABLE",
     "RATE_LIMIT_TABLE",
+    "RUNS_TABLE",
     "CircuitState",
     "Claim",
     "ContactState",
@@ -59,6 +66,8 @@ __all__ = [
     "circuit_table",
     "database_engine",
     "default_table",
+    "history_sql",
+    "history_tables",
     "inspect_database",
     "missing_columns_sql",
     "rate_limit_table",
@@ -68,5 +77,5 @@ __all__ = [
 ]
 
 
-class Store(OverviewMixin, HostQueueMixin, LeasesMixin, BudgetMixin):
+class Store(OverviewMixin, HostQueueMixin, LeasesMixin, BudgetMixin, HistoryMixin):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ..contacts import ContactId
 from ..errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError, StoreError
+from ..history import HistorySettings
 from ..layout import CrmColumns, Layout
 from ..queue import (
     CircuitState,
@@ -60,6 +61,8 @@ class StoreBase:
         self._circuits: sa.Table | None = None
         #: paused CRMs where the database cannot share them (SQLite: one worker)
         self._local_circuits: dict[str, CircuitState] = {}
+        self._history_settings: HistorySettings | None = None
+        self._history_tables: tuple[sa.Table, sa.Table] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

@@ -18,13 +18,14 @@ from ..queue import (
     Resolution,
 )
 from ..status import Event, ProcessingStatus
-from .base import ID_CHUNK, StoreBase, _Crm, _enum_value
+from .base import ID_CHUNK, _Crm, _enum_value
+from .history import HistoryMixin
 
 #: outcomes per UPDATE ... FROM (VALUES ...) statement (up to 5 parameters each)
 RECORD_CHUNK = 1_000
 
 
-class LeasesMixin(StoreBase):
+class LeasesMixin(HistoryMixin):
     # -- the engine's operations ---------------------------------------------------------------------
 
     async def claim(self, crm: str, limit: int, *, now: datetime) -> Claim:
@@ -74,13 +75,22 @@ class LeasesMixin(StoreBase):
         return Claim(crm, contacts, now)
 
     async def record(
-        self, claim: Claim, resolutions: Sequence[Resolution], *, now: datetime
+        self,
+        claim: Claim,
+        resolutions: Sequence[Resolution],
+        *,
+        now: datetime,
+        run_id: int | None = None,
     ) -> RecordResult:
         """Write the outcome of a claim in bulk, one statement per kind of event, in one transaction.
 
         A row is written only if it is still in this claim (``Processing`` and, where the layout keeps a
-        claim time of its own, claimed at ``claim.claimed_at``); the others are counted as stale.
+        claim time of its own, claimed at ``claim.claimed_at``); the others are counted as stale. With
+        run history on, the written contacts' attempts are one more statement of the same transaction.
         """
+        history = self.history_settings.history
+        if history and self._history_tables is None:
+            await self._history_write_tables()
         c = self._crm(claim.crm)
         groups: dict[Event, list[Resolution]] = {}
         for resolution in resolutions:
@@ -93,6 +103,8 @@ class LeasesMixin(StoreBase):
                         c, event, claim, group[start : start + RECORD_CHUNK], now
                     )
                     written.update(row[0] for row in await conn.execute(statement))
+            if history:
+                await self._record_attempts(conn, claim.crm, run_id, resolutions, written, now)
         return RecordResult(frozenset(written), len(resolutions) - len(written))
 
     async def release(self, claim: Claim, ids: Iterable[ContactId] | None = None) -> int:

@@ -209,6 +209,78 @@ def circuit_table(metadata: sa.MetaData | None = None, schema: str | None = None
     )
 
 
+RUNS_TABLE = "crmsync_runs"
+ATTEMPTS_TABLE = "crmsync_attempts"
+
+
+def history_tables(
+    metadata: sa.MetaData | None = None, schema: str | None = None
+) -> tuple[sa.Table, sa.Table]:
+    """crmsync's own run history: one row per run (``crmsync_runs``) and one per contact attempt
+    (``crmsync_attempts``). Attempts keep the contact id as text (ids may be integers or UUIDs) and no
+    foreign key, so that recording them is one cheap insert and pruning one delete per table."""
+    metadata = metadata or sa.MetaData()
+    run_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid autoincrements
+    runs = sa.Table(
+        RUNS_TABLE,
+        metadata,
+        sa.Column("id", run_id, primary_key=True, autoincrement=True),
+        sa.Column("crm", sa.String(64), nullable=False),
+        sa.Column("worker", sa.String(200), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Column("claimed", sa.Integer, nullable=False, default=0),
+        sa.Column("synced", sa.Integer, nullable=False, default=0),
+        sa.Column("skipped", sa.Integer, nullable=False, default=0),
+        sa.Column("retrying", sa.Integer, nullable=False, default=0),
+        sa.Column("failed", sa.Integer, nullable=False, default=0),
+        sa.Column("released", sa.Integer, nullable=False, default=0),
+        sa.Column("contacts_per_second", sa.Float, nullable=False, default=0.0),
+        sa.Column("rate_limited_seconds", sa.Float, nullable=False, default=0.0),
+        sa.Column("stopped_reason", sa.Text),
+        sa.Column("paused_reason", sa.Text),
+        sa.Index(f"ix_{RUNS_TABLE}_started_at", "started_at"),
+        schema=schema,
+    )
+    attempts = sa.Table(
+        ATTEMPTS_TABLE,
+        metadata,
+        sa.Column("run_id", sa.BigInteger),
+        sa.Column("contact_id", sa.String(64), nullable=False),
+        sa.Column("crm", sa.String(64), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("status_code", sa.Integer),
+        sa.Column("reason", sa.Text),
+        sa.Column("request", sa.Text),
+        sa.Column("response", sa.Text),
+        sa.Index(f"ix_{ATTEMPTS_TABLE}_contact_id", "contact_id"),
+        sa.Index(f"ix_{ATTEMPTS_TABLE}_run_id", "run_id"),
+        sa.Index(f"ix_{ATTEMPTS_TABLE}_at", "at"),
+        schema=schema,
+    )
+    return runs, attempts
+
+
+def history_sql(dialect: str = "postgresql", schema: str | None = None) -> str:
+    """The DDL of the run-history tables (created on first use; for users who apply DDL by hand)."""
+    from sqlalchemy.dialects import sqlite
+
+    target = postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()  # type: ignore[no-untyped-call]
+    statements: list[str] = []
+    for table in history_tables(schema=schema):
+        statements.append(
+            str(sa.schema.CreateTable(table, if_not_exists=True).compile(dialect=target)).strip()
+            + ";"
+        )
+        statements += [
+            str(sa.schema.CreateIndex(index, if_not_exists=True).compile(dialect=target)).strip()
+            + ";"
+            for index in sorted(table.indexes, key=lambda i: str(i.name))
+        ]
+    return "\n\n".join(statements) + "\n"
+
+
 def rate_limit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
     """crmsync's own table of shared request budgets, one row per CRM bucket (PostgreSQL only).
 

@@ -88,6 +88,9 @@ class SandboxAdapter:
             self._crm.batch_sizes.append(len(contacts))
         if self._crm.latency_seconds:
             await asyncio.sleep(self._crm.latency_seconds)
+        if self._context.on_response is not None:
+            # One simulated exchange per batch, answered 200 with a result per contact.
+            self._context.on_response(200, self._crm.latency_seconds)
         outcomes: list[Outcome] = []
         for contact in contacts:
             reason = invalid_email_reason(contact.email)
@@ -95,15 +98,21 @@ class SandboxAdapter:
                 outcomes.append(Skipped(contact.id, reason))
             elif contact.email and contact.email.lower().endswith("@" + self._crm.rejected_domain):
                 outcomes.append(
-                    PermanentFailure(contact.id, "sandbox: the CRM rejected this address")
+                    PermanentFailure(
+                        contact.id, "sandbox: the CRM rejected this address", status_code=400
+                    )
                 )
             elif self._crm.should_fail():
                 outcomes.append(
-                    TransientFailure(contact.id, "sandbox: HTTP 503 (injected failure)")
+                    TransientFailure(
+                        contact.id, "sandbox: HTTP 503 (injected failure)", status_code=503
+                    )
                 )
             else:
                 assert contact.email is not None
-                outcomes.append(Synced(contact.id, self._crm.upsert(contact.email)))
+                outcomes.append(
+                    Synced(contact.id, self._crm.upsert(contact.email), status_code=200)
+                )
         return outcomes
 
     async def aclose(self) -> None:
