@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated
 
 import httpx
@@ -267,3 +268,25 @@ async def test_the_summary_endpoint_says_a_user_paused_the_crm(
 
     assert summary["paused_by_user"] == "rotating the key"
     assert summary["paused_since"] is not None
+
+
+async def test_runs_attempts_and_the_chart_come_from_run_history(
+    client: httpx.AsyncClient, store: Store, crm: SandboxCrm, clock: Clock
+) -> None:
+    clock.now = datetime.now(UTC)  # the chart covers the real last 24 hours
+    ids = await seeded(store, crm, clock)
+
+    page = await client.get(PAGE)
+    lookup = await client.get(PAGE, params={"contact": "x@rejected.invalid"})
+
+    section = page.text.split('data-crm="sandbox"', 1)[1].split("</section>", 1)[0]
+    assert 'aria-label="3 synced and 2 failed in the last 24 hours"' in section
+    runs = re.findall(
+        r'<tr><td>[^<]+</td><td class="num">(\d+)</td><td class="num">(\d+)</td>', section
+    )
+    assert runs == [("3", "2")]
+    assert "No run recorded." in page.text.split('data-crm="other"', 1)[1]
+    assert f'data-contact="{ids[3]}"' in lookup.text
+    attempts = lookup.text.split("<h3>Attempts</h3>", 1)[1]
+    assert "<td>sandbox</td><td>failed</td>" in attempts
+    assert "rejected" in attempts

@@ -192,6 +192,17 @@ async def test_the_status_page_in_chromium(
             assert shown["due now"] == summary.due
             assert shown["retrying"] == summary.retrying
         assert tiles(browser, "mautic")["New"] == len(ids)
+        # From run history: the chart and one recent run per synced CRM.
+        for crm in CRMS:
+            section = browser.find_element(By.CSS_SELECTOR, f'section[data-crm="{crm}"]')
+            chart = section.find_element(By.CSS_SELECTOR, "svg.chart")
+            complete = expected[crm].counts[SyncStatus.COMPLETE]
+            failed = expected[crm].counts[SyncStatus.ERROR]
+            assert chart.get_attribute("aria-label") == (
+                f"{complete} synced and {failed} failed in the last 24 hours"
+            )
+            (run,) = section.find_elements(By.CSS_SELECTOR, "tbody tr:not(.failure)")
+            assert run.find_elements(By.CSS_SELECTOR, "td.num")[0].text == str(complete)
         height = browser.execute_script("return document.body.scrollHeight")
         browser.set_window_size(1280, height + 200)
         browser.save_screenshot(str(artifacts(tmp_path) / "status-page.png"))
@@ -206,8 +217,12 @@ async def test_the_status_page_in_chromium(
         assert contact.find_element(By.TAG_NAME, "h2").text == HOSTILE_NAME
         assert contact.find_elements(By.TAG_NAME, "b") == []
         assert browser.title == "crmsync status"
-        row = contact.find_element(By.CSS_SELECTOR, 'tr[data-crm="hubspot"] .sync-status')
-        assert row.text == "Complete"
+        for crm in CRMS:
+            state = (await store.states(crm, [ids[-1]]))[ids[-1]]
+            row = contact.find_element(By.CSS_SELECTOR, f'tr[data-crm="{crm}"] .sync-status')
+            assert row.text == state.sync_status.value
+        # Brevo fails nothing transiently here: its one attempt synced the contact.
+        assert "brevo synced" in contact.find_element(By.CSS_SELECTOR, "table.attempts").text
 
         # Retry the Error contacts of Brevo's most common reason: back in the queue.
         browser.get(page)

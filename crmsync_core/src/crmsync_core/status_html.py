@@ -42,7 +42,8 @@ color:#18794e}
 .tile{border:1px solid #d9e2ec;border-radius:6px;padding:6px 10px;min-width:86px}
 .tile b{display:block;font-size:18px}
 .tile span{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:#616e7c}
-.tile.error.some b{color:#b42318}.tile.complete b{color:#18794e}.tile.due b{color:#1d4ed8}
+.tile.error.some b{color:#b42318}.tile.complete.some b{color:#18794e}.tile.due.some b{color:#1d4ed8}
+.tile.retrying.some b{color:#b7791f}
 .grid{display:grid;grid-template-columns:minmax(300px,1fr) minmax(300px,1.4fr);gap:16px}
 @media (max-width:900px){.grid{grid-template-columns:1fr}}
 h3{font-size:13px;margin:12px 0 6px;color:#3e4c59;text-transform:uppercase;letter-spacing:.04em}
@@ -191,7 +192,7 @@ def _pause_form(paused: CircuitState | None, action: str) -> str:
 
 def _tile(label: str, value: int, kind: str) -> str:
     return (
-        f'<div class="tile {_e(kind)}" data-count="{_e(label)}">'
+        f'<div class="tile {_e(kind)}{" some" if value else ""}" data-count="{_e(label)}">'
         f"<b>{value:,}</b><span>{_e(label)}</span></div>"
     )
 
@@ -344,6 +345,7 @@ def _attempts(attempts: Iterable[AttemptRecord]) -> str:
     if not rows:
         return '<p class="note">No attempt recorded.</p>'
     return (
-        "<table><thead><tr><th>at</th><th>CRM</th><th>outcome</th><th class=num>HTTP</th>"
+        '<table class="attempts"><thead><tr><th>at</th><th>CRM</th><th>outcome</th>'
+        "<th class=num>HTTP</th>"
         f"<th>reason</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
