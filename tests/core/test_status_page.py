@@ -290,3 +290,15 @@ async def test_runs_attempts_and_the_chart_come_from_run_history(
     attempts = lookup.text.split("<h3>Attempts</h3>", 1)[1]
     assert "<td>sandbox</td><td>failed</td>" in attempts
     assert "rejected" in attempts
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["a%00b%40acme.io", "%ED%A0%80%40acme.io", "x" * 5_000, "%20%20", "12345", "%27+OR+1%3D1+--"],
+    ids=["nul", "invalid-utf-8", "long", "blank", "digits", "quote"],
+)
+async def test_any_lookup_text_is_answered(client: httpx.AsyncClient, query: str) -> None:
+    response = await client.get(f"{PAGE}?contact={query}")
+
+    assert response.status_code == 200
+    assert "<script" not in response.text

@@ -164,6 +164,15 @@ def _hours(found: Iterable[HourlyOutcome], start: datetime, count: int) -> list[
     return [HourlyOutcome(h, *by_hour.get(h, (0, 0))) for h in hours]
 
 
+def _searchable(text: str | None) -> str | None:
+    """The lookup's text as the database can compare it: PostgreSQL text holds neither NUL nor lone
+    surrogates, and no id or e-mail address is longer than 320 characters."""
+    if text is None:
+        return None
+    cleaned = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
+    return cleaned[:320]
+
+
 # -- the routes --------------------------------------------------------------------------------------
 
 #: the notices an action redirects with: the page shows only these, so a link cannot make it say
@@ -227,8 +236,8 @@ def add_status_page(
         "/status",
         response_class=HTMLResponse,
         name="crmsync_status_page",
-        operation_id="crmsync_status_page",
-        summary="The status page: each CRM at a glance, a contact lookup, and actions",
+        # A page for people, not an API: the OpenAPI schema lists the JSON endpoints only.
+        include_in_schema=False,
     )
     async def status_page(
         request: Request,
@@ -242,7 +251,7 @@ def add_status_page(
         notice = None
         if done in _NOTICES and crm in names:
             notice = _NOTICES[done].format(crm=crm, n=n)
-        query = contact.strip()[:320] if contact else None
+        query = _searchable(contact)
         page = StatusPage(
             now=now,
             crms=await gather_status(opened, names, now=now),
