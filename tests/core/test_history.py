@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import random
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
+from pydantic import SecretStr
 
-from crmsync_core import Store, Worker
-from crmsync_core.history import AttemptOutcome, HistorySettings, HourlyOutcome
+from crmsync_core import Engine, Layout, Registry, Store, Worker
+from crmsync_core.adapter import AdapterSpec
+from crmsync_core.history import (
+    AttemptOutcome,
+    HistorySettings,
+    HourlyOutcome,
+    PayloadCapture,
+    PayloadSampler,
+)
+from crmsync_core.retry import NO_WAIT
 from crmsync_core.store import ATTEMPTS_TABLE, RUNS_TABLE
 from crmsync_core.testing import SandboxCrm
 
-from .conftest import Clock, make_engine, rows
+from .conftest import AdapterPlugin, Clock, make_engine, rows
+from .test_sdk import DemoAdapter, DemoSettings
 
 
 async def queue(store: Store, people: list[dict[str, Any]], clock: Clock) -> list[Any]:
@@ -159,3 +172,87 @@ async def test_the_worker_prunes_at_start(store: Store, crm: SandboxCrm, clock: 
     await worker.run(handle_signals=False)
     runs = await store.recent_runs()
     assert [r.started_at for r in runs] == [clock()], "the 3-day-old run was pruned"
+
+
+def demo_engine(store: Store, clock: Clock, handler: Any) -> Engine:
+    spec = AdapterSpec(
+        name="demo",
+        settings_model=DemoSettings,
+        factory=DemoAdapter,
+        max_batch_size=3,
+        rate_limit=None,
+        partial_success=True,
+    )
+    return Engine(
+        store,
+        registry=Registry(load_entry_points=False, plugins=[AdapterPlugin(spec)]),
+        settings={"demo": DemoSettings(api_key=SecretStr("demo-secret-key"))},
+        transports={"demo": httpx.MockTransport(handler)},
+        request_retry=NO_WAIT,
+        clock=clock,
+    )
+
+
+def answer_with_the_key(request: httpx.Request) -> httpx.Response:
+    """Accepts everyone but bad@, and (as a careless CRM might) echoes the API key it was sent."""
+    items = json.loads(request.content)
+    results = [
+        {"email": i["email"], "error": "invalid"}
+        if i["email"].startswith("bad@")
+        else {"email": i["email"], "id": 7}
+        for i in items
+    ]
+    echo = request.headers.get("api-key", "demo-secret-key")
+    return httpx.Response(200, json={"echo": echo, "results": results})
+
+
+async def test_payload_capture_keeps_redacted_capped_exchanges(
+    database_url: str, clock: Clock
+) -> None:
+    store = await Store.connect(database_url, layout=Layout.default(["demo"]), create=True)
+    try:
+        store.history_settings = HistorySettings(
+            history_payloads=PayloadCapture.ALL, history_payload_max_bytes=120
+        )
+        people = rows(2) + rows(1, email="bad@example.com")
+        await store.add_contacts(people)
+        await store.queue("demo", [p["id"] for p in people], now=clock())
+        report = await demo_engine(store, clock, answer_with_the_key).run_once("demo")
+        assert (report.synced, report.failed) == (2, 1)
+
+        (failed,) = await store.contact_attempts(people[2]["id"])
+        assert (failed.outcome, failed.status_code) == (AttemptOutcome.FAILED, 200)
+        assert failed.request is not None and failed.response is not None
+        assert '"bad@example.com"' in failed.request
+        assert "demo-secret-key" not in failed.response, "credentials are redacted"
+        assert "***" in failed.response
+        assert len(failed.response) <= 120 and failed.response.endswith("…")
+        (synced,) = await store.contact_attempts(people[0]["id"])
+        assert synced.request == failed.request, "one request, kept for each of its contacts"
+    finally:
+        await store.close()
+
+
+async def test_payloads_are_off_by_default(database_url: str, clock: Clock) -> None:
+    store = await Store.connect(database_url, layout=Layout.default(["demo"]), create=True)
+    try:
+        store.history_settings = HistorySettings()
+        people = rows(2)
+        await store.add_contacts(people)
+        await store.queue("demo", [p["id"] for p in people], now=clock())
+        await demo_engine(store, clock, answer_with_the_key).run_once("demo")
+        (attempt,) = await store.contact_attempts(people[0]["id"])
+        assert (attempt.status_code, attempt.request, attempt.response) == (200, None, None)
+    finally:
+        await store.close()
+
+
+def test_sampling_keeps_about_the_rate() -> None:
+    sampler = PayloadSampler(
+        HistorySettings(history_payloads=PayloadCapture.SAMPLE, history_payload_sample_rate=0.25),
+        random.Random(7),
+    )
+    kept = sum(sampler.wanted() for _ in range(4000))
+    assert 800 < kept < 1200
+    never = PayloadSampler(HistorySettings(), random.Random(7))
+    assert not any(never.wanted() for _ in range(100))

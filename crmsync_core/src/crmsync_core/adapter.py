@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .check import CheckContext, CheckResult
+    from .history import PayloadSampler
 
 SettingsT = TypeVar("SettingsT", bound=SyncSettings)
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -184,6 +185,8 @@ class AdapterContext:
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
     #: called after each HTTP exchange with the status code (``None``: no answer) and its seconds
     on_response: Callable[[int | None, float], None] | None = None
+    #: which requests' exchanges the run history keeps (``None``: payload capture is off)
+    payloads: PayloadSampler | None = None
 
     @property
     def halted(self) -> FatalError | None:

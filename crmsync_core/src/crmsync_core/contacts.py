@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from .history import Exchange
 
 #: The primary key of the host's contacts table: a UUID in ScraperSky, any scalar elsewhere.
 ContactId: TypeAlias = UUID | int | str
@@ -62,6 +65,8 @@ class Synced:
     #: the CRM's HTTP status code for the request, when the adapter says (kept in the run history;
     #: not part of equality: the outcome is the same whatever the code)
     status_code: int | None = field(default=None, compare=False)
+    #: the request and response behind this outcome, when the run history's payload capture kept them
+    exchange: Exchange | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,8 @@ class TransientFailure:
     retry_after: float | None = None
     #: the CRM's HTTP status code, when the request got an answer and the adapter says
     status_code: int | None = field(default=None, compare=False)
+    #: the request and response behind this outcome, when the run history's payload capture kept them
+    exchange: Exchange | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,8 @@ class PermanentFailure:
     reason: str
     #: the CRM's HTTP status code, when the adapter says
     status_code: int | None = field(default=None, compare=False)
+    #: the request and response behind this outcome, when the run history's payload capture kept them
+    exchange: Exchange | None = field(default=None, compare=False, repr=False)
 
 
 Outcome: TypeAlias = Synced | Skipped | TransientFailure | PermanentFailure

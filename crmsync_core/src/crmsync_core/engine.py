@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -47,6 +48,7 @@ from .errors import (
     RateLimitExhaustedError,
     StoreError,
 )
+from .history import PayloadCapture, PayloadSampler
 from .plugins import Registry, default_registry
 from .queue import Claim, Queue, Resolution
 from .ratelimit import Limiter, RateLimiter
@@ -188,6 +190,12 @@ class Engine:
                 self._notify("queue_measured", crm=crm, summary=summary)
         return report
 
+    def _payloads(self) -> PayloadSampler | None:
+        history = self.store.history_settings
+        if not history.history or history.history_payloads is PayloadCapture.OFF:
+            return None
+        return PayloadSampler(history, self._rng)
+
     def _response_hook(self, crm: str) -> Callable[[int | None, float], None] | None:
         """The ``request_finished`` hook for the adapter's HTTP client, when a plugin implements it."""
         if not self.registry.hook.request_finished.get_hookimpls():
@@ -266,6 +274,7 @@ class Engine:
                 circuit=circuit,
                 max_response_bytes=settings.sync_max_response_bytes,
                 on_response=self._response_hook(crm),
+                payloads=self._payloads(),
             )
             adapter = spec.factory(settings, context)
         except (ConfigurationError, FatalError) as exc:
@@ -611,6 +620,13 @@ class Engine:
                 )
 
     def _resolve(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
+        resolution = self._event(run, contact, outcome, now)
+        exchange = None if isinstance(outcome, Skipped) else outcome.exchange
+        if exchange is None:
+            return resolution
+        return dataclasses.replace(resolution, request=exchange.request, response=exchange.response)
+
+    def _event(self, run: _Run, contact: Contact, outcome: Outcome, now: datetime) -> Resolution:
         if isinstance(outcome, Synced):
             return Resolution(
                 contact.id,

@@ -7,6 +7,8 @@ tables ``crmsync_runs`` and ``crmsync_attempts``; the CLI, the status page and h
 from __future__ import annotations
 
 import enum
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -17,10 +19,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "AttemptOutcome",
     "AttemptRecord",
+    "Exchange",
     "HistoryReader",
     "HistorySettings",
     "HourlyOutcome",
     "PayloadCapture",
+    "PayloadSampler",
     "RunRecord",
 ]
 
@@ -171,6 +175,47 @@ class HistoryReader(Protocol):
     async def hourly_outcomes(self, crm: str | None, since: datetime) -> list[HourlyOutcome]:
         """Synced and failed attempts per hour since ``since`` (hours without attempts are left out)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """A request and its response as the run history keeps them: redacted and size-capped."""
+
+    request: str | None
+    response: str | None
+
+
+class PayloadSampler:
+    """Decides which requests' exchanges the history keeps (``CRMSYNC_HISTORY_PAYLOADS``), and makes
+    them safe to keep. The engine hands one to adapters as ``AdapterContext.payloads`` when capture is
+    on; adapters on the SDK use it for every request."""
+
+    def __init__(self, settings: HistorySettings, rng: random.Random | None = None) -> None:
+        self.mode = settings.history_payloads
+        self.rate = settings.history_payload_sample_rate
+        self.max_chars = settings.history_payload_max_bytes
+        self._rng = rng or random.Random()
+
+    def wanted(self) -> bool:
+        """Whether to keep the exchange of the request about to be sent."""
+        if self.mode is PayloadCapture.ALL:
+            return True
+        return self.mode is PayloadCapture.SAMPLE and self._rng.random() < self.rate
+
+    def capture(
+        self, request: str | None, response: str | None, redact: Callable[[str], str]
+    ) -> Exchange:
+        """The exchange with every secret ``redact`` knows replaced, each side cut to ``max_chars``."""
+        return Exchange(self._safe(request, redact), self._safe(response, redact))
+
+    def _safe(self, text: str | None, redact: Callable[[str], str]) -> str | None:
+        if text is None:
+            return None
+        text = redact(text)
+        if len(text) > self.max_chars:
+            # Redacted before cutting: a cut secret would no longer match.
+            return text[: self.max_chars - 1] + "…"
+        return text
 
 
 class HistorySettings(BaseSettings):

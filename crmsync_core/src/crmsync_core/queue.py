@@ -16,6 +16,7 @@ from .contacts import Contact, ContactId
 from .status import Event, ProcessingStatus, SyncStatus
 
 if TYPE_CHECKING:
+    from .history import HistorySettings
     from .layout import Layout
     from .ratelimit import Ledger
     from .report import RunReport
@@ -170,6 +171,11 @@ class Queue(Protocol):
     @property
     def shares_rate_limits(self) -> bool:
         """Whether workers on other machines can share a CRM's budget through this queue."""
+        ...
+
+    @property
+    def history_settings(self) -> HistorySettings:
+        """Run history's settings (whether payloads are captured)."""
         ...
 
     def rate_ledger(self) -> Ledger:

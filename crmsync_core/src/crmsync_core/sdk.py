@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -54,6 +55,7 @@ from .contacts import (
     split_sendable,
 )
 from .errors import ConfigurationError, FatalError, PermanentError, TransientError
+from .history import Exchange
 from .http import CrmClient
 from .ratelimit import LimitHeaders
 from .settings import SyncSettings
@@ -323,22 +325,32 @@ class BatchAdapter(Generic[SettingsT]):
 
     async def _request(self, sent: Sequence[Sent], budget: _Budget) -> list[Outcome]:
         """One request for ``sent``: the outcomes of its representatives (``Sent.contact``)."""
+        exchange: Exchange | None = None
         try:
-            response = await self.send(self.body([s.item for s in sent]))
+            body = self.body([s.item for s in sent])
+            response = await self.send(body)
             status = response.status_code
+            sampler = self.context.payloads
+            if sampler is not None and sampler.wanted():
+                # Kept in the run history: redacted, capped, for every contact of this request.
+                exchange = sampler.capture(
+                    json.dumps(body, default=str), response.text, self.client.redact
+                )
             if status in (404, 405):
                 raise self.not_found(response)
             if status in self.batch_rejections:
                 said = self.rejected(response, sent)
                 if not self.bisect_rejections and len(sent) > 1:
                     reason = f"{self.crm} rejected the batch (HTTP {status}): {said}"
-                    return [PermanentFailure(s.contact.id, reason, status) for s in sent]
+                    return [PermanentFailure(s.contact.id, reason, status, exchange) for s in sent]
                 answered: Sequence[Outcome | Unresolved] = [
                     Unresolved(s.contact.id, f"HTTP {status}: {said}") for s in sent
                 ]
             else:
                 # The run history keeps each contact's status code.
-                answered = [_with_status(o, status) for o in self.outcomes(response, sent)]
+                answered = [
+                    _with_status(o, status, exchange) for o in self.outcomes(response, sent)
+                ]
         except TransientError as exc:
             code = _status_of(exc)
             return [
@@ -399,11 +411,15 @@ def _spread(sent: Sequence[Sent], outcomes: Sequence[Outcome], crm: str) -> list
     return spread
 
 
-def _with_status(outcome: _O, status: int) -> _O:
+def _with_status(outcome: _O, status: int, exchange: Exchange | None) -> _O:
     if isinstance(outcome, (Synced, TransientFailure, PermanentFailure)) and (
-        outcome.status_code is None
+        outcome.status_code is None or exchange is not None
     ):
-        return dataclasses.replace(outcome, status_code=status)
+        return dataclasses.replace(
+            outcome,
+            status_code=outcome.status_code or status,
+            exchange=exchange or outcome.exchange,
+        )
     return outcome
 
 

@@ -24,14 +24,15 @@ from ._options import Options, pass_options, run_async, shared_options
 async def schema(
     options: Options, scrapersky: bool, crms: tuple[str, ...], dialect: str, apply: bool
 ) -> None:
-    """Print the SQL of the default layout (or the ScraperSky migration) for applying by hand.
+    """Print the SQL of the default layout and of the run-history tables (or the ScraperSky migration)
+    for applying by hand.
 
     Given a database (--database-url or CRMSYNC_DATABASE_URL) whose table exists, it prints only what
     that table lacks: the columns and indexes of newly installed CRMs. Everything it prints is additive.
     Without --apply it never writes to the database.
     """
     from ..layout import Layout
-    from ..store import Store, schema_sql, schema_sql_for, scrapersky_migration_sql
+    from ..store import Store, history_sql, schema_sql, schema_sql_for, scrapersky_migration_sql
 
     if apply and scrapersky:
         raise click.UsageError(
@@ -44,6 +45,7 @@ async def schema(
     layout = Layout.default([options.adapter(crm) for crm in crms]) if crms else options.layout()
     if not (options.database_given or apply):
         click.echo(schema_sql(layout, dialect), nl=False)
+        click.echo(_history_part(history_sql(dialect, layout.schema)), nl=False)
         return
     options.url()  # a bad URL is one line before anything is opened
     path = options.sqlite_file()
@@ -51,6 +53,7 @@ async def schema(
         if path is not None and not path.exists():
             # No file, so no table: all of it, and no empty file left behind by looking.
             click.echo(schema_sql(layout, "sqlite"), nl=False)
+            click.echo(_history_part(history_sql("sqlite", layout.schema)), nl=False)
             return
         engine = options.read_only_engine()
         try:
@@ -63,5 +66,12 @@ async def schema(
     options.require_database_folder()
     sql = await schema_sql_for(options.database_url, layout)
     store = await Store.connect(options.database_url, layout, create=True)
-    await store.close()
+    try:
+        await store.create_history_tables()
+    finally:
+        await store.close()
     click.echo(f"applied:\n{sql}" if sql else "nothing to do: the table is complete\n", nl=False)
+
+
+def _history_part(sql: str) -> str:
+    return "\n-- run history (crmsync creates these tables on first use)\n\n" + sql

@@ -72,6 +72,11 @@ class HistoryMixin(StoreBase):
             self._history_tables = runs, attempts
         return self._history_tables
 
+    async def create_history_tables(self) -> None:
+        """Create ``crmsync_runs`` and ``crmsync_attempts`` now (a no-op when they exist); otherwise they
+        are created when the first run is kept."""
+        await self._history_write_tables()
+
     def _moment(self, moment: datetime) -> datetime:
         # SQLite keeps naive UTC text; PostgreSQL a timestamptz.
         moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
