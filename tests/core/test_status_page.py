@@ -6,6 +6,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from html import escape
 from typing import Annotated
 
 import httpx
@@ -302,3 +303,22 @@ async def test_any_lookup_text_is_answered(client: httpx.AsyncClient, query: str
 
     assert response.status_code == 200
     assert "<script" not in response.text
+
+
+async def test_a_run_stopped_by_a_bad_key_is_shown_with_what_to_fix(
+    client: httpx.AsyncClient, store: Store, crm: SandboxCrm, clock: Clock
+) -> None:
+    contact = uuid.uuid4()
+    await store.add_contacts([{"id": contact, "email": "k@acme.io", "name": "K"}])
+    await store.queue("sandbox", [contact], now=clock())
+    report = await make_engine(store, crm, clock, api_key="wrong-key").run_once("sandbox")
+
+    page = await client.get(PAGE)
+
+    assert report.stopped is not None
+    section = page.text.split('data-crm="sandbox"', 1)[1].split("</section>", 1)[0]
+    stopped = re.search(r'<p class="stopped">(.*?)</p>', section)
+    assert stopped is not None
+    assert "The last run stopped" in stopped.group(1)
+    assert escape(report.stopped) in stopped.group(1)
+    assert "wrong-key" not in page.text

@@ -32,6 +32,7 @@ header input{padding:5px 8px;border-radius:4px;border:0;min-width:280px}
 main{padding:16px 24px;max-width:1280px;margin:0 auto}
 .notice{background:#e3f8ec;border:1px solid #8bd3a8;padding:8px 12px;border-radius:6px;margin-bottom:12px}
 .note{color:#616e7c;font-size:12px}
+.stopped{background:#fde8e8;border:1px solid #f0b4b4;color:#8a1c1c;padding:6px 10px;border-radius:6px}
 section.crm{background:#fff;border:1px solid #d9e2ec;border-radius:8px;padding:14px 18px;
 margin-bottom:16px}
 section.crm h2{margin:0 0 10px;font-size:17px;display:flex;align-items:center;gap:10px}
@@ -134,6 +135,7 @@ def _crm(view: CrmOverview, base: str) -> str:
             f'<section class="crm" id="crm-{_e(crm)}" data-crm="{_e(crm)}">',
             f"<h2>{_e(crm)} {badge}</h2>",
             _pause_line(view.paused),
+            _stopped_line(view.runs),
             f'<div class="tiles">{"".join(tiles)}</div>',
             f'<p class="note">longest wait of a due contact: {_e(oldest)}</p>' if oldest else "",
             '<div class="grid"><div>',
@@ -173,6 +175,16 @@ def _pause_line(paused: CircuitState | None) -> str:
         f'<p class="note paused-reason">Paused by the circuit breaker since '
         f"{_e(_when(paused.opened_at))} after repeated connection errors, timeouts or 5xx; "
         f"next probe at {_e(_when(paused.probe_at))}.</p>"
+    )
+
+
+def _stopped_line(runs: list[RunRecord]) -> str:
+    """The latest run's fatal error (a bad key, an unknown list), with what to fix, in plain sight."""
+    if not runs or not runs[0].stopped_reason:
+        return ""
+    return (
+        f'<p class="stopped">The last run stopped at {_e(_when(runs[0].finished_at))}: '
+        f"{_e(runs[0].stopped_reason)}</p>"
     )
 
 
