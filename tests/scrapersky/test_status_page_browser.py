@@ -234,6 +234,21 @@ async def test_the_status_page_in_chromium(
         assert after["Error"] == 0
         assert after["Selected"] == 6
         assert console_errors(browser) == []
+        # Pause a CRM with a reason, then resume it.
+        mautic = browser.find_element(By.CSS_SELECTOR, 'section[data-crm="mautic"]')
+        mautic.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("list <migration>")
+        mautic.find_element(By.CSS_SELECTOR, "button[name=pause]").click()
+        mautic = browser.find_element(By.CSS_SELECTOR, 'section[data-crm="mautic"]')
+        assert mautic.find_element(By.CSS_SELECTOR, ".badge").text == "paused by a user"
+        assert "list <migration>" in mautic.find_element(By.CSS_SELECTOR, ".paused-reason").text
+        paused = await store.circuit("mautic")
+        assert paused is not None
+        assert paused.paused_by_user == "list <migration>"
+        mautic.find_element(By.CSS_SELECTOR, "button[name=resume]").click()
+        assert browser.find_element(By.CSS_SELECTOR, ".notice").text == "mautic: resumed"
+        assert await store.circuit("mautic") is None
+        assert console_errors(browser) == []
+
         bounced = [i for n, i in enumerate(ids[:-1]) if n % 20 == 3]
         states = await store.states("brevo", bounced)
         assert {s.sync_status for s in states.values()} == {SyncStatus.SELECTED}
