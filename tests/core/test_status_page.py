@@ -10,10 +10,12 @@ from html import escape
 from typing import Annotated
 
 import httpx
+import psycopg
 import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException
+from sqlalchemy.engine import make_url
 
-from crmsync_core import Store
+from crmsync_core import Layout, Store
 from crmsync_core.status import SyncStatus
 from crmsync_core.testing import SandboxCrm
 from crmsync_core.web import sync_router
@@ -322,3 +324,30 @@ async def test_a_run_stopped_by_a_bad_key_is_shown_with_what_to_fix(
     assert "The last run stopped" in stopped.group(1)
     assert escape(report.stopped) in stopped.group(1)
     assert "wrong-key" not in page.text
+
+
+@pytest.mark.postgres
+async def test_a_circuit_table_from_before_user_pauses_is_read_and_then_extended(
+    postgres_url: str,
+) -> None:
+    dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE crmsync_circuits (crm varchar(64) PRIMARY KEY, opened_at timestamptz NOT "
+            "NULL, probe_at timestamptz NOT NULL, cooldown_seconds double precision NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO crmsync_circuits VALUES ('sandbox', now(), now() + interval '1 hour', 60)"
+        )
+    store = await Store.connect(postgres_url, layout=Layout.default(["sandbox"]), create=True)
+    try:
+        breaker = await store.circuit("sandbox")
+        await store.pause("sandbox", reason="maintenance")
+        user = await store.circuit("sandbox")
+    finally:
+        await store.close()
+
+    assert breaker is not None
+    assert breaker.paused_by_user is None
+    assert user is not None
+    assert user.paused_by_user == "maintenance"

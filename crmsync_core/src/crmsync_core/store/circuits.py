@@ -184,11 +184,21 @@ class CircuitsMixin(StoreBase):
                 # Another worker created it between our check and our CREATE.
                 pass
             if self.dialect == "postgresql":
-                # Tables made before user pauses existed lack the column (additive, idempotent).
+                # Tables made before user pauses existed lack the column: add it (additive), and
+                # only then, so that a worker's start takes no lock on a table that is up to date.
                 async with self._transaction(None) as conn:
-                    name = conn.dialect.identifier_preparer.format_table(table)
-                    await conn.execute(
-                        sa.text(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS paused_by_user text")
+                    present = await conn.run_sync(
+                        lambda sync: {
+                            c["name"]
+                            for c in sa.inspect(sync).get_columns(table.name, schema=table.schema)
+                        }
                     )
+                    if "paused_by_user" not in present:
+                        name = conn.dialect.identifier_preparer.format_table(table)
+                        await conn.execute(
+                            sa.text(
+                                f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS paused_by_user text"
+                            )
+                        )
             self._circuits = table
         return self._circuits
