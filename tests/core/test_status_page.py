@@ -351,3 +351,19 @@ async def test_a_circuit_table_from_before_user_pauses_is_read_and_then_extended
     assert breaker.paused_by_user is None
     assert user is not None
     assert user.paused_by_user == "maintenance"
+
+
+async def test_form_text_the_database_cannot_hold_is_cleaned(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    paused = await client.post(
+        f"{PAGE}/sandbox/pause", content="reason=a%00b%ED%A0%80", headers=headers
+    )
+    retried = await client.post(f"{PAGE}/sandbox/retry", content="reason=x%00y", headers=headers)
+
+    assert paused.status_code == 303
+    assert retried.status_code == 303
+    state = await store.circuit("sandbox")
+    assert state is not None
+    assert state.paused_by_user == "ab\ufffd\ufffd\ufffd"

@@ -7,7 +7,8 @@ page and its POST actions on the router that :func:`crmsync_core.web.sync_router
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
@@ -18,7 +19,7 @@ from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from .contacts import ContactId
-from .errors import InvalidRequestError
+from .errors import DatabaseUnavailableError, InvalidRequestError
 from .history import AttemptRecord, HistoryReader, HourlyOutcome, RunRecord
 from .queue import (
     CircuitState,
@@ -173,6 +174,14 @@ def _searchable(text: str | None) -> str | None:
     return cleaned[:320]
 
 
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    try:
+        yield
+    except DatabaseUnavailableError as exc:
+        raise HTTPException(503, "the database is unavailable; try again shortly") from exc
+
+
 # -- the routes --------------------------------------------------------------------------------------
 
 #: the notices an action redirects with: the page shows only these, so a link cannot make it say
@@ -229,8 +238,9 @@ def add_status_page(
         body = await request.body()
         if len(body) > _MAX_FORM:
             raise HTTPException(413, "the form is too large")
+        # PostgreSQL text holds no NUL: a reason that holds one matches nothing anyway.
         parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return {key: values[0] for key, values in parsed.items()}
+        return {key: values[0].replace("\x00", "") for key, values in parsed.items()}
 
     @router.get(
         "/status",
@@ -246,21 +256,22 @@ def add_status_page(
         crm: str | None = None,
         n: int = 0,
     ) -> HTMLResponse:
-        opened = await store()
         now = datetime.now(UTC)
         notice = None
         if done in _NOTICES and crm in names:
             notice = _NOTICES[done].format(crm=crm, n=n)
         query = _searchable(contact)
-        page = StatusPage(
-            now=now,
-            crms=await gather_status(opened, names, now=now),
-            history=history_of(opened) is not None,
-            query=query,
-            found=await look_up(opened, names, query) if query else [],
-            notice=notice,
-            base=str(request.url_for("crmsync_status_page").path),
-        )
+        with _unavailable_as_503():
+            opened = await store()
+            page = StatusPage(
+                now=now,
+                crms=await gather_status(opened, names, now=now),
+                history=history_of(opened) is not None,
+                query=query,
+                found=await look_up(opened, names, query) if query else [],
+                notice=notice,
+                base=str(request.url_for("crmsync_status_page").path),
+            )
         return HTMLResponse(status_html.render(page))
 
     actions = list(action_dependencies)
@@ -294,13 +305,15 @@ def add_status_page(
     @router.post("/status/{crm}/pause", dependencies=actions, include_in_schema=False)
     async def pause(request: Request, crm: str) -> RedirectResponse:
         fields = await form(request, crm)
-        opened = await store()
-        await opened.pause(crm, reason=fields.get("reason", "")[:300])
+        with _unavailable_as_503():
+            opened = await store()
+            await opened.pause(crm, reason=fields.get("reason", "")[:300])
         return redirect(request, "paused", crm)
 
     @router.post("/status/{crm}/resume", dependencies=actions, include_in_schema=False)
     async def resume(request: Request, crm: str) -> RedirectResponse:
         await form(request, crm)
-        opened = await store()
-        was = await opened.resume(crm)
+        with _unavailable_as_503():
+            opened = await store()
+            was = await opened.resume(crm)
         return redirect(request, "resumed" if was else "not-paused", crm)
