@@ -108,6 +108,12 @@ def test_the_router_module_needs_no_sqlalchemy_at_runtime() -> None:
     assert _touches(_runtime_targets("crmsync_core.web"), "sqlalchemy") == []
 
 
+@pytest.mark.parametrize("module", ["crmsync_core.status_page", "crmsync_core.status_html"])
+@pytest.mark.parametrize("forbidden", ["sqlalchemy", "crmsync_core.store"])
+def test_the_status_page_asks_the_store_and_holds_no_sql(module: str, forbidden: str) -> None:
+    assert _touches(_runtime_targets(module), forbidden) == []
+
+
 @pytest.mark.parametrize("package", PACKAGES[1:])
 def test_adapters_never_touch_the_database(package: str) -> None:
     modules = [m for m in GRAPH if m.startswith(package + ".")]

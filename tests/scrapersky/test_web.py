@@ -208,6 +208,7 @@ async def test_summary_counts_every_status_and_what_is_due(
         "paused_since": None,
         "probe_at": None,
         "out_of_date": None,
+        "paused_by_user": None,
     }
 
 

@@ -287,15 +287,20 @@ class Engine:
                     now=now,
                     older_than=timedelta(minutes=settings.sync_claim_timeout_minutes),
                 )
-            return self._stopped(
-                report,
-                CircuitOpenError(
+            if paused.paused_by_user is not None:
+                # Until a user resumes it: look again after a cool-down, not at the far probe time.
+                error = CircuitOpenError(
+                    f"{crm} is paused by a user since {_when(paused.opened_at)} "
+                    f"({paused.paused_by_user}); resume it on the status page",
+                    resume_after=settings.sync_circuit_cooldown_seconds,
+                )
+            else:
+                error = CircuitOpenError(
                     f"{crm} is paused since {_when(paused.opened_at)} after repeated connection "
                     f"errors, timeouts or 5xx; next probe at {_when(paused.probe_at)}",
                     resume_after=(paused.probe_at - now).total_seconds(),
-                ),
-                started,
-            ), None
+                )
+            return self._stopped(report, error, started), None
         # A paused CRM past its cool-down is probed: one small batch, and its first failure pauses it again.
         circuit = CircuitBreaker(
             1 if paused is not None else settings.sync_circuit_failures, crm=crm

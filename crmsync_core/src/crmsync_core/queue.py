@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CircuitState",
     "Claim",
+    "ContactBrief",
     "ContactState",
+    "FailureReason",
     "Queue",
     "QueueResult",
     "RecordResult",
@@ -73,6 +75,8 @@ class StatusSummary:
     paused_since: datetime | None = None
     #: when the paused CRM is probed next
     probe_at: datetime | None = None
+    #: the reason a user gave when pausing the CRM (``None``: not paused, or by the circuit breaker)
+    paused_by_user: str | None = None
     #: Complete contacts changed (``updated_at``) since their last delivery or check: what
     #: ``Engine.queue_changed`` compares next (``None``: no ``updated_at`` or no fingerprint table)
     out_of_date: int | None = None
@@ -90,12 +94,15 @@ class StoredFingerprint:
 
 @dataclass(frozen=True, slots=True)
 class CircuitState:
-    """A CRM paused by the circuit breaker: since when, and when it is probed next."""
+    """A paused CRM (by the circuit breaker or by a user): since when, and when it is probed next."""
 
     crm: str
     opened_at: datetime
     probe_at: datetime
     cooldown_seconds: float
+    #: set when a user paused the CRM (the status page's "pause"): why, in their words. Such a pause
+    #: is never probed nor lifted by the circuit breaker, only by :meth:`resume`.
+    paused_by_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,24 @@ class ContactState:
     remote_id: str | None
     attempts: int
     next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactBrief:
+    """Who a contact is, for a person looking at it: id, e-mail and name (untrusted text)."""
+
+    id: ContactId
+    email: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureReason:
+    """The ``Error`` contacts of one CRM that share one reason: how many, and a few of them."""
+
+    reason: str | None
+    count: int
+    examples: tuple[ContactBrief, ...]
 
 
 @dataclass(frozen=True, slots=True)

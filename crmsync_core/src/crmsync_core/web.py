@@ -23,7 +23,8 @@ Per CRM that has an installed adapter and columns in the table:
 * ``GET {prefix}/{crm}/check``: whether the CRM account and the table are ready (``crmsync check``:
   credentials, mapped fields, list, rate-limit headroom, columns), changing nothing;
 
-and ``PUT {prefix}/crm/select``: select or unselect contacts for several CRMs at once.
+and ``PUT {prefix}/crm/select``: select or unselect contacts for several CRMs at once; ``GET
+{prefix}/status``: the status page (HTML, see :mod:`crmsync_core.status_page`).
 
 ``POST {prefix}/{crm}/sync/confirm`` is the destination's callback for confirmed delivery
 (``{CRM}_SYNC_CONFIRM``, :mod:`crmsync_core.confirm`): it is not guarded by ``dependencies`` (n8n is not
@@ -175,6 +176,8 @@ class SummaryResponse(BaseModel):
     paused_since: datetime | None = None
     #: when the paused CRM is probed next
     probe_at: datetime | None = None
+    #: set when a user paused the CRM (the status page): their reason; only a resume lifts it
+    paused_by_user: str | None = None
 
 
 class SelectRequest(BaseModel):
@@ -264,6 +267,8 @@ def sync_router(
     registry: Registry | None = None,
     tags: Sequence[str] = ("crm sync",),
     settings: Mapping[str, SyncSettings] | None = None,
+    status_page: bool = True,
+    action_dependencies: Sequence[Any] = (),
 ) -> APIRouter:
     """A router with the crmsync endpoints.
 
@@ -274,6 +279,11 @@ def sync_router(
     auth, ``[Depends(get_current_user)]``) guard every endpoint. ``crms`` defaults to every CRM with an
     installed adapter (from ``registry``) and columns in the layout. ``settings`` gives CRMs' settings
     in code (default: read from the environment), for the confirmation callback.
+
+    ``status_page`` mounts ``GET {prefix}/status``, an HTML page of every CRM at a glance with a contact
+    lookup, and its form actions (retry the ``Error`` contacts of a reason, unselect a contact, pause
+    and resume a CRM), each also guarded by ``action_dependencies`` (e.g. an admin check); see
+    docs/status-page.md.
     """
     if isinstance(database, Store):
         layout = database.layout
@@ -374,6 +384,7 @@ def sync_router(
             out_of_date=summary.out_of_date,
             paused_since=summary.paused_since,
             probe_at=summary.probe_at,
+            paused_by_user=summary.paused_by_user,
         )
 
     @router.get(
@@ -493,6 +504,18 @@ def sync_router(
                 500, "the confirmation could not be applied; nothing changed, call again"
             ) from exc
         return ConfirmResponse(result=result, message=_CONFIRM_MESSAGES[result].format(crm=crm))
+
+    if status_page:
+        from .status_page import add_status_page
+
+        add_status_page(
+            router,
+            store=opener.store,
+            crms=names,
+            handle_dependency=handle_dependency,
+            unit_of_work=_transaction,
+            action_dependencies=action_dependencies,
+        )
 
     outer = APIRouter()
     outer.include_router(router)

@@ -106,9 +106,13 @@ def _maybe(count: int | None) -> str:
 
 
 def paused_lines(summaries: Sequence[StatusSummary]) -> list[str]:
-    """A line for each CRM that the circuit breaker paused: since when, and when it is probed next."""
+    """A line for each paused CRM: since when, and when it is probed next (the circuit breaker) or why
+    (a user)."""
     return [
-        f"{s.crm} is paused since {s.paused_since:%Y-%m-%d %H:%M:%S} UTC (circuit breaker); "
+        f"{s.crm} is paused by a user since {s.paused_since:%Y-%m-%d %H:%M:%S} UTC "
+        f"({s.paused_by_user}); resume it on the status page"
+        if s.paused_by_user is not None
+        else f"{s.crm} is paused since {s.paused_since:%Y-%m-%d %H:%M:%S} UTC (circuit breaker); "
         f"next probe at {s.probe_at:%Y-%m-%d %H:%M:%S} UTC"
         for s in summaries
         if s.paused_since is not None and s.probe_at is not None

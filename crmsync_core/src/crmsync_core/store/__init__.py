@@ -9,7 +9,8 @@ left alone and no code path can make a change the table lacks.
 One module per concept (:mod:`.notify`: wake on queue; :mod:`.confirmations`: confirmed delivery): :mod:`.schema` (tables, DDL, migrations, reflection, inspection), :mod:`.base`
 (engine, transactions, the status machine's statements), :mod:`.host` (the host's queue API),
 :mod:`.filters`, :mod:`.leases` (the worker's claims), :mod:`.budget` (shared request budgets),
-:mod:`.circuits` (the circuit breaker), :mod:`.history` (run history). The result types live in the SQL-free :mod:`crmsync_core.queue`.
+:mod:`.circuits` (paused CRMs), :mod:`.history` (run history), :mod:`.overview` (the status page's
+reads and retries). The result types live in the SQL-free :mod:`crmsync_core.queue`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .history import HistoryMixin
 from .host import HostQueueMixin
 from .leases import LeasesMixin
 from .notify import QueueListener
+from .overview import OverviewMixin
 from .schema import (
     ATTEMPTS_TABLE,
     CIRCUIT_TABLE,
@@ -86,6 +88,12 @@ __all__ = [
 
 
 class Store(
-    HostQueueMixin, LeasesMixin, BudgetMixin, ConfirmationsMixin, FingerprintsMixin, HistoryMixin
+    OverviewMixin,
+    HostQueueMixin,
+    LeasesMixin,
+    BudgetMixin,
+    ConfirmationsMixin,
+    FingerprintsMixin,
+    HistoryMixin,
 ):
     """The contacts table, as crmsync reads and writes it. Create with :meth:`connect`."""

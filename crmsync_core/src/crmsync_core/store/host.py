@@ -254,6 +254,7 @@ class HostQueueMixin(NotifyMixin, FiltersMixin, CircuitsMixin, FingerprintsMixin
             paused_since=paused.opened_at if paused else None,
             probe_at=paused.probe_at if paused else None,
             out_of_date=out_of_date,
+            paused_by_user=paused.paused_by_user if paused else None,
         )
 
     async def states(

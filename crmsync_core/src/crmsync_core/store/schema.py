@@ -243,7 +243,11 @@ def _missing_fingerprint_table_sql(sync_conn: sa.Connection, schema: str | None)
 
 
 def circuit_table(metadata: sa.MetaData | None = None, schema: str | None = None) -> sa.Table:
-    """crmsync's own table of paused CRMs, one row per paused CRM (PostgreSQL only)."""
+    """crmsync's own table of paused CRMs, one row per paused CRM.
+
+    The circuit breaker's pauses live here on PostgreSQL (in-process on SQLite); pauses by a user (the
+    status page) live here on both, with ``paused_by_user`` set to their reason.
+    """
     return sa.Table(
         CIRCUIT_TABLE,
         metadata or sa.MetaData(),
@@ -251,6 +255,7 @@ def circuit_table(metadata: sa.MetaData | None = None, schema: str | None = None
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("probe_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("cooldown_seconds", sa.Float, nullable=False),
+        sa.Column("paused_by_user", sa.Text, nullable=True),
         schema=schema,
     )
 
