@@ -21,6 +21,7 @@ from crmsync_core.testing import SandboxCrm
 from crmsync_core.web import sync_router
 
 from .conftest import Clock, make_engine
+from .test_changes import delivered, update
 
 PAGE = "/api/v3/contacts/status"
 AUTH = {"X-Token": "secret", "X-Admin": "yes"}
@@ -367,3 +368,15 @@ async def test_form_text_the_database_cannot_hold_is_cleaned(
     state = await store.circuit("sandbox")
     assert state is not None
     assert state.paused_by_user == "ab\ufffd\ufffd\ufffd"
+
+
+async def test_the_page_shows_how_many_complete_contacts_are_out_of_date(
+    client: httpx.AsyncClient, store: Store, crm: SandboxCrm, clock: Clock
+) -> None:
+    ids = await delivered(store, crm, clock, 3)
+    await update(store, ids[0], clock, name="Grace Hopper")
+
+    sandbox = counts((await client.get(PAGE)).text, "sandbox")
+
+    assert sandbox["Complete"] == 3
+    assert sandbox["out of date"] == 1

@@ -44,7 +44,7 @@ color:#18794e}
 .tile b{display:block;font-size:18px}
 .tile span{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:#616e7c}
 .tile.error.some b{color:#b42318}.tile.complete.some b{color:#18794e}.tile.due.some b{color:#1d4ed8}
-.tile.retrying.some b{color:#b7791f}
+.tile.retrying.some b,.tile.stale.some b{color:#b7791f}
 .grid{display:grid;grid-template-columns:minmax(300px,1fr) minmax(300px,1.4fr);gap:16px}
 @media (max-width:900px){.grid{grid-template-columns:1fr}}
 h3{font-size:13px;margin:12px 0 6px;color:#3e4c59;text-transform:uppercase;letter-spacing:.04em}
@@ -129,6 +129,9 @@ def _crm(view: CrmOverview, base: str) -> str:
     tiles.append(_tile("total", s.total, "total"))
     tiles.append(_tile("due now", s.due, "due"))
     tiles.append(_tile("retrying", s.retrying, "retrying"))
+    if s.out_of_date is not None:
+        # Change detection: Complete contacts changed since their last delivery (``sync --changed``).
+        tiles.append(_tile("out of date", s.out_of_date, "stale"))
     oldest = "" if s.oldest_due_seconds is None else _duration(s.oldest_due_seconds)
     return "\n".join(
         [
