@@ -1,7 +1,8 @@
 """Run history: what each run did and what happened to each contact, as the store returns it.
 
-This module is free of SQL on purpose: the store (:mod:`crmsync_core.store.history`) writes and reads the
-tables ``crmsync_runs`` and ``crmsync_attempts``; the CLI, the status page and hosts read these types.
+This module is free of SQL on purpose: the store writes (:mod:`crmsync_core.store.history`) and reads
+(:mod:`crmsync_core.store.history_reads`) the tables ``crmsync_runs`` and ``crmsync_attempts``; the CLI,
+the status page and hosts read these types.
 """
 
 from __future__ import annotations

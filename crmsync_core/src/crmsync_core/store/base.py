@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from ..contacts import ContactId
+from ..contacts import Contact, ContactId
 from ..errors import ConfigurationError, DatabaseUnavailableError, InvalidRequestError, StoreError
 from ..history import HistorySettings
 from ..layout import CrmColumns, Layout
@@ -355,3 +355,20 @@ def _coerce_id(value: Any, kind: type, what: str) -> Any:
             f"{what} {str(value)[:60]!r} is not a valid {kind.__name__}"
         ) from None
     return str(value)
+
+
+def contact_from_row(row: Any) -> Contact:
+    """A contact from a row of id, the contact fields (``CONTACT_FIELDS`` order) and attempts."""
+    return Contact(
+        id=row[0],
+        email=row[1],
+        name=row[2],
+        phone_number=row[3],
+        email_type=_enum_value(row[4]),
+        has_gmail=row[5],
+        source_url=row[6],
+        domain_id=row[7],
+        page_id=row[8],
+        context=row[9],
+        attempts=int(row[10] or 0),
+    )

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 from ..ratelimit import Bucket, Lease, Settled, Slot, plan, settle
 from .base import StoreBase
-from .schema import rate_limit_table
+from .tables import rate_limit_table
 
 
 @dataclass(slots=True)

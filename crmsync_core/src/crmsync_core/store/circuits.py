@@ -20,7 +20,7 @@ from ..queue import (
     CircuitState,
 )
 from .base import StoreBase, _aware, _utcnow
-from .schema import circuit_table
+from .tables import circuit_table
 
 #: a user's pause is probed never: its probe time is as far as a datetime goes
 _NEVER = datetime(9999, 1, 1, tzinfo=UTC)

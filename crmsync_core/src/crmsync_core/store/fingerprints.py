@@ -26,8 +26,9 @@ from ..errors import ConfigurationError
 from ..layout import CONTACT_FIELDS
 from ..queue import Resolution, StoredFingerprint
 from ..status import Event, SyncStatus
-from .base import ID_CHUNK, StoreBase, _aware, _Crm, _enum_value
-from .schema import FINGERPRINT_TABLE, _schema_hint, fingerprint_table
+from .base import ID_CHUNK, StoreBase, _aware, _Crm, contact_from_row
+from .schema import _schema_hint
+from .tables import FINGERPRINT_TABLE, fingerprint_table
 
 #: fingerprints per INSERT ... ON CONFLICT statement
 RECORD_CHUNK = 1_000
@@ -260,7 +261,7 @@ class FingerprintsMixin(StoreBase):
             )
             async with self._transaction(None) as conn:
                 rows = (await conn.execute(statement)).all()
-            yield [(contact, candidates[contact.id]) for contact in map(_contact, rows)]
+            yield [(contact, candidates[contact.id]) for contact in map(contact_from_row, rows)]
 
     async def mark_checked(self, crm: str, ids: Iterable[ContactId], *, at: datetime) -> int:
         """Record that the CRM holds the current payload of ``ids`` as of ``at`` (compared, unchanged),
@@ -299,21 +300,4 @@ class FingerprintsMixin(StoreBase):
             statement = statement.limit(limit)
         async with self._transaction(None) as conn:
             rows = (await conn.execute(statement)).all()
-        return [_contact(row) for row in rows]
-
-
-def _contact(row: Any) -> Contact:
-    """A contact from a row of id, the contact fields (``CONTACT_FIELDS`` order) and attempts."""
-    return Contact(
-        id=row[0],
-        email=row[1],
-        name=row[2],
-        phone_number=row[3],
-        email_type=_enum_value(row[4]),
-        has_gmail=row[5],
-        source_url=row[6],
-        domain_id=row[7],
-        page_id=row[8],
-        context=row[9],
-        attempts=int(row[10] or 0),
-    )
+        return [contact_from_row(row) for row in rows]

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from ..contacts import Contact, ContactId
+from ..contacts import ContactId
 from ..errors import StoreError
 from ..layout import CONTACT_FIELDS
 from ..queue import (
@@ -19,7 +19,7 @@ from ..queue import (
     Resolution,
 )
 from ..status import Event, ProcessingStatus
-from .base import ID_CHUNK, _Crm, _enum_value
+from .base import ID_CHUNK, _Crm, contact_from_row
 from .fingerprints import FingerprintsMixin
 from .history import HistoryMixin
 
@@ -66,22 +66,7 @@ class LeasesMixin(FingerprintsMixin, HistoryMixin):
         )
         async with self._transaction(None) as conn:
             rows = (await conn.execute(statement)).all()
-        contacts = [
-            Contact(
-                id=row[0],
-                email=row[1],
-                name=row[2],
-                phone_number=row[3],
-                email_type=_enum_value(row[4]),
-                has_gmail=row[5],
-                source_url=row[6],
-                domain_id=row[7],
-                page_id=row[8],
-                context=row[9],
-                attempts=int(row[10] or 0),
-            )
-            for row in rows
-        ]
+        contacts = [contact_from_row(row) for row in rows]
         return Claim(crm, contacts, now)
 
     async def record(
