@@ -25,6 +25,9 @@ from fastapi import FastAPI
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crmsync_core import Engine, Registry, Store
@@ -145,6 +148,14 @@ async def demo_run(
     return [*ids, hostile]
 
 
+def submit(browser: webdriver.Chrome, send: Callable[[], None]) -> None:
+    """Submit a form and wait for the page it answers with: a click returns before the browser has
+    navigated, and the old page's elements would be read."""
+    old: WebElement = browser.find_element(By.TAG_NAME, "html")
+    send()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old))
+
+
 async def test_the_status_page_in_chromium(
     scrapersky_url: str,
     db: AsyncEngine,
@@ -211,7 +222,7 @@ async def test_the_status_page_in_chromium(
         # The contact lookup, and a hostile name shown as text.
         search = browser.find_element(By.CSS_SELECTOR, "input[name=contact]")
         search.send_keys("HOSTILE@acme.io")
-        search.submit()
+        submit(browser, search.submit)
         contact = browser.find_element(By.CSS_SELECTOR, "#lookup")
         assert contact.get_attribute("data-contact") == str(ids[-1])
         assert contact.find_element(By.TAG_NAME, "h2").text == HOSTILE_NAME
@@ -227,7 +238,7 @@ async def test_the_status_page_in_chromium(
         # Retry the Error contacts of Brevo's most common reason: back in the queue.
         browser.get(page)
         brevo = browser.find_element(By.CSS_SELECTOR, 'section[data-crm="brevo"]')
-        brevo.find_element(By.CSS_SELECTOR, "tr.failure button[name=retry]").click()
+        submit(browser, brevo.find_element(By.CSS_SELECTOR, "tr.failure button[name=retry]").click)
         notice = browser.find_element(By.CSS_SELECTOR, ".notice").text
         assert notice == "brevo: 6 Error contacts queued again"
         after = tiles(browser, "brevo")
@@ -237,14 +248,14 @@ async def test_the_status_page_in_chromium(
         # Pause a CRM with a reason, then resume it.
         mautic = browser.find_element(By.CSS_SELECTOR, 'section[data-crm="mautic"]')
         mautic.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("list <migration>")
-        mautic.find_element(By.CSS_SELECTOR, "button[name=pause]").click()
+        submit(browser, mautic.find_element(By.CSS_SELECTOR, "button[name=pause]").click)
         mautic = browser.find_element(By.CSS_SELECTOR, 'section[data-crm="mautic"]')
         assert mautic.find_element(By.CSS_SELECTOR, ".badge").text == "paused by a user"
         assert "list <migration>" in mautic.find_element(By.CSS_SELECTOR, ".paused-reason").text
         paused = await store.circuit("mautic")
         assert paused is not None
         assert paused.paused_by_user == "list <migration>"
-        mautic.find_element(By.CSS_SELECTOR, "button[name=resume]").click()
+        submit(browser, mautic.find_element(By.CSS_SELECTOR, "button[name=resume]").click)
         assert browser.find_element(By.CSS_SELECTOR, ".notice").text == "mautic: resumed"
         assert await store.circuit("mautic") is None
         assert console_errors(browser) == []

@@ -30,10 +30,6 @@ from .base import StoreBase
 
 logger = logging.getLogger("crmsync.wake")
 
-#: reasons already logged in this process ("log it once")
-_said: set[str] = set()
-
-
 def listen_conninfo(url: URL) -> str:
     """A libpq connection string for ``url`` (any PostgreSQL driver's URL), with TCP keepalives so that
     a silently dropped connection is noticed without sending queries."""
@@ -169,8 +165,10 @@ class NotifyMixin(StoreBase):
             url = sa.make_url(settings.wake_listen_url.get_secret_value())
         reason = wake_unsupported_reason(url, mode)
         if reason is not None:
-            if reason not in _said:
-                _said.add(reason)
+            # Once per store (a worker process has one): every worker and scheduler job asks again.
+            said: set[str] = self.__dict__.setdefault("_wake_reasons_said", set())
+            if reason not in said:
+                said.add(reason)
                 logger.info("not woken on queue (%s): polling at the interval", reason)
             return None
         listener = QueueListener(url, waker, crms)
