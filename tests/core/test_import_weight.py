@@ -81,3 +81,11 @@ def test_the_spec_names_its_sandbox_and_builds_it_on_demand(crm: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [f"crmsync_{crm}.fake:make_sandbox", False, True, True]
+
+
+@pytest.mark.parametrize("module", ["crmsync_core", "crmsync_core.contacts"], ids=str)
+def test_the_core_and_its_contacts_load_no_http_client_until_used(module: str) -> None:
+    # What a host's web process and an adapter's mapping code import: the HTTP stack comes with the
+    # first adapter or client that sends.
+    names = loaded_after_import(module)
+    assert sorted({n.split(".")[0] for n in names} & {"httpx", "httpcore"}) == []
