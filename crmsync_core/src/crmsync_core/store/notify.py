@@ -30,6 +30,7 @@ from .base import StoreBase
 
 logger = logging.getLogger("crmsync.wake")
 
+
 def listen_conninfo(url: URL) -> str:
     """A libpq connection string for ``url`` (any PostgreSQL driver's URL), with TCP keepalives so that
     a silently dropped connection is noticed without sending queries."""
