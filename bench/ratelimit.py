@@ -259,7 +259,7 @@ async def polls(seconds: float) -> None:
 
 
 VARIANTS = (
-    ("shared", "engine, shared limiter (PostgreSQL) at 1,000/s, default settings"),
+    ("fleet-wide", "engine, fleet-wide limiter (PostgreSQL) at 1,000/s, default settings"),
     ("in-process", "engine, in-process limiter at 1,000/s"),
     ("in-process-1", "engine, in-process limiter, `BREVO_SYNC_CONCURRENCY=1`"),
     ("plain", "plain keep-alive httpx loop, same fake"),
@@ -288,7 +288,7 @@ async def single(contacts: int) -> None:
     logged = Logged(fake.handle, fake.base_path)
     # Per variant: contacts/s between the first and the last contact the fake received (the steady
     # rate), over the whole run from before the client (or the engine's store) existed, and the CPU
-    # this process spent per contact (the fake's share included): the machine is shared, and CPU
+    # this process spent per contact (the fake's share included): other sessions use the machine too, and CPU
     # time is what the engine adds whatever the load.
     steady: dict[str, list[float]] = {}
     whole: dict[str, list[float]] = {}
@@ -317,7 +317,7 @@ async def single(contacts: int) -> None:
                     url,
                     sync_rate_limit_requests=1000,
                     sync_rate_limit_period_seconds=1,
-                    sync_shared_rate_limit=variant == "shared",
+                    sync_shared_rate_limit=variant == "fleet-wide",
                     sync_concurrency=1 if variant == "in-process-1" else 4,
                 )
                 async with database(contacts, "brevo", domain=f"{variant}{round_}.com") as db:
@@ -327,7 +327,7 @@ async def single(contacts: int) -> None:
                         db, "brevo", settings, deadline=time.monotonic() + 600
                     )
                     record(variant, started, synced)
-                    if variant == "shared":
+                    if variant == "fleet-wide":
                         statements += limiter.statements
     print(
         f"| zero-limit fake, {contacts} contacts, best of 2 interleaved | steady contacts/s "
@@ -341,7 +341,7 @@ async def single(contacts: int) -> None:
             f"| {w:.0f} | {w / max(whole['plain']):.0%} | {c:.0f} | {min(cpu['plain']) / c:.0%} |"
         )
     print(
-        f"| ledger statements per request (shared) | {statements / (2 * contacts):.3f} | | | | | |"
+        f"| ledger statements per request (fleet-wide) | {statements / (2 * contacts):.3f} | | | | | |"
     )
 
 
