@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.ratelimit one --seconds 65        one worker, Brevo 10/s, default settings
     .venv/bin/python -m bench.ratelimit fleet --seconds 40      3 worker processes: Brevo 10/s, HubSpot 100/10 s
     .venv/bin/python -m bench.ratelimit polls --seconds 72      4 imports in flight, ``other`` 100/h scaled to 100/36 s
-    .venv/bin/python -m bench.ratelimit single --contacts 2000  zero-limit fake: engine vs a plain httpx loop
+    .venv/bin/python -m bench.ratelimit single --contacts 2000  zero-limit fake: engine vs a plain httpx loop,
+                                                                on ScraperSky's table (--fake separate|in-process|both)
 
 Each run creates its own database on the local server (CRMSYNC_BENCH_POSTGRES_URL, default
 postgresql://postgres@127.0.0.1:5432/test) and drops it afterwards.
@@ -14,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -102,9 +107,15 @@ def settings_for(crm: str, url: str, **extra: Any) -> Any:
 
 
 async def drain(
-    db: str, crm: str, settings: Any, *, limiter: Any = None, deadline: float
+    db: str,
+    crm: str,
+    settings: Any,
+    *,
+    limiter: Any = None,
+    deadline: float,
+    layout: Layout | None = None,
 ) -> tuple[int, Any]:
-    store = await Store.connect(db, layout=Layout.default(CRMS))
+    store = await Store.connect(db, layout=layout or Layout.default(CRMS))
     engine = Engine(
         store,
         settings={crm: settings},
@@ -259,12 +270,39 @@ async def polls(seconds: float) -> None:
 
 
 VARIANTS = (
-    ("fleet-wide", "engine, fleet-wide limiter (PostgreSQL) at 1,000/s, default settings"),
+    ("fleet-wide", "engine, default settings (fleet-wide limiter on PostgreSQL, at 1,000/s)"),
     ("in-process", "engine, in-process limiter at 1,000/s"),
     ("in-process-1", "engine, in-process limiter, `BREVO_SYNC_CONCURRENCY=1`"),
     ("plain", "plain keep-alive httpx loop, same fake"),
     ("plain-4", "plain httpx, 4 tasks on one client (as the engine's 4 lanes)"),
 )
+SCRAPERSKY_SQL = Path(__file__).resolve().parents[1] / "examples" / "scrapersky" / "contacts.sql"
+
+
+@asynccontextmanager
+async def scrapersky_database(contacts: int, *, domain: str) -> AsyncIterator[str]:
+    """A new database holding ScraperSky's own ``contacts`` table, with ``contacts`` queued for Brevo."""
+    name = f"crmsync_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(url) as conn:
+            conn.execute(SCRAPERSKY_SQL.read_text())
+            conn.execute(
+                f"""
+                INSERT INTO contacts (id, domain_id, page_id, email, name,
+                                      brevo_sync_status, brevo_processing_status)
+                SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+                       'person' || g || '@{domain}', 'Person ' || g, 'Queued', 'Queued'
+                FROM generate_series(1, %s) AS g
+                """,
+                (contacts,),
+            )
+        yield url.replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def plain_loop(url: str, api_key: str, contacts: int, tasks: int, tag: str) -> None:
@@ -283,66 +321,143 @@ async def plain_loop(url: str, api_key: str, contacts: int, tasks: int, tag: str
         await asyncio.gather(*(loop(lane) for lane in range(tasks)))
 
 
-async def single(contacts: int) -> None:
-    fake = FakeBrevo(rate_limit=None, other_rate_limit=None)
-    logged = Logged(fake.handle, fake.base_path)
+def serve_fake() -> None:
+    """The zero-limit Brevo fake in a process of its own, as a CRM is: prints its URL and API key, then
+    answers each ``arrivals`` line on stdin with the arrival times (``time.monotonic``, which every
+    process of the machine shares) of the contact upserts since the last one, as JSON."""
+
+    async def run() -> None:
+        fake = FakeBrevo(rate_limit=None, other_rate_limit=None)
+        logged = Logged(fake.handle, fake.base_path)
+        loop = asyncio.get_running_loop()
+        async with logged.serve() as url:
+            print(url, fake.api_key, flush=True)
+            while (line := await loop.run_in_executor(None, sys.stdin.readline)) != "":
+                if line.strip() == "arrivals":
+                    times = [t for t, path, _ in logged.arrivals if path.endswith("/contacts")]
+                    logged.arrivals.clear()
+                    print(json.dumps(times), flush=True)
+
+    asyncio.run(run())
+
+
+class Fake:
+    """Where the single-contact benchmark's fake runs: its own process, or this one (``in_process``)."""
+
+    def __init__(self, in_process: bool) -> None:
+        self.in_process = in_process
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> tuple[str, str]:
+        if self.in_process:
+            fake = FakeBrevo(rate_limit=None, other_rate_limit=None)
+            self._logged = Logged(fake.handle, fake.base_path)
+            url = await self._stack.enter_async_context(self._logged.serve())
+            return url, fake.api_key
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.ratelimit",
+            "fake",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self._process.stdout is not None
+        url, api_key = (await self._process.stdout.readline()).decode().split()
+        return url, api_key
+
+    async def arrivals(self) -> list[float]:
+        if self.in_process:
+            times = [t for t, path, _ in self._logged.arrivals if path.endswith("/contacts")]
+            self._logged.arrivals.clear()
+            return times
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.write(b"arrivals\n")
+        await self._process.stdin.drain()
+        return cast(list[float], json.loads(await self._process.stdout.readline()))
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+        if not self.in_process:
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            await self._process.wait()
+
+
+async def single_run(contacts: int, in_process: bool, rounds: int) -> list[str]:
+    """Each variant ``rounds`` times, interleaved (the machine's load changes during a run); the
+    table's rows, with the median of each figure."""
     # Per variant: contacts/s between the first and the last contact the fake received (the steady
     # rate), over the whole run from before the client (or the engine's store) existed, and the CPU
-    # this process spent per contact (the fake's share included): other sessions use the machine too, and CPU
-    # time is what the engine adds whatever the load.
+    # this process spent per contact (the fake's share included when it runs here).
     steady: dict[str, list[float]] = {}
     whole: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     statements = 0
-
-    def record(variant: str, started: tuple[float, float], done: int) -> None:
-        times = [t for t, path, _ in logged.arrivals if path.endswith("/contacts")]
-        steady.setdefault(variant, []).append((len(times) - 1) / (times[-1] - times[0]))
-        whole.setdefault(variant, []).append(done / (time.perf_counter() - started[0]))
-        cpu.setdefault(variant, []).append((time.process_time() - started[1]) / done * 1e6)
-        logged.arrivals.clear()
-
-    async with logged.serve() as url:
-        for round_ in range(2):  # interleaved: the machine's load changes during a run
-            for variant, _ in VARIANTS:
+    fake = Fake(in_process)
+    async with fake as (url, api_key):
+        for round_ in range(rounds):
+            for variant, _ in VARIANTS if round_ % 2 == 0 else reversed(VARIANTS):
+                await fake.arrivals()  # forget anything before this variant
                 if variant.startswith("plain"):
                     started = time.perf_counter(), time.process_time()
                     tasks = 4 if variant == "plain-4" else 1
-                    await plain_loop(url, fake.api_key, contacts, tasks, f"{variant}{round_}")
-                    record(variant, started, contacts)
-                    continue
-                # Brevo's buckets stay on, at 1,000/s so that nothing waits: the cost of the limiter.
-                settings = settings_for(
-                    "brevo",
-                    url,
-                    sync_rate_limit_requests=1000,
-                    sync_rate_limit_period_seconds=1,
-                    sync_shared_rate_limit=variant == "fleet-wide",
-                    sync_concurrency=1 if variant == "in-process-1" else 4,
-                )
-                async with database(contacts, "brevo", domain=f"{variant}{round_}.com") as db:
-                    logged.arrivals.clear()
-                    started = time.perf_counter(), time.process_time()
-                    synced, limiter = await drain(
-                        db, "brevo", settings, deadline=time.monotonic() + 600
+                    await plain_loop(url, api_key, contacts, tasks, f"{variant}{round_}")
+                    done = contacts
+                else:
+                    # Brevo's buckets stay on, at 1,000/s so that nothing waits: the limiter's cost.
+                    settings = settings_for(
+                        "brevo",
+                        url,
+                        sync_rate_limit_requests=1000,
+                        sync_rate_limit_period_seconds=1,
+                        sync_shared_rate_limit=variant == "fleet-wide",
+                        sync_concurrency=1 if variant == "in-process-1" else 4,
                     )
-                    record(variant, started, synced)
-                    if variant == "fleet-wide":
-                        statements += limiter.statements
-    print(
-        f"| zero-limit fake, {contacts} contacts, best of 2 interleaved | steady contacts/s "
-        "| vs plain | whole run, contacts/s | vs plain | CPU µs per contact | plain's CPU / this |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+                    async with scrapersky_database(contacts, domain=f"{variant}{round_}.com") as db:
+                        started = time.perf_counter(), time.process_time()
+                        done, limiter = await drain(
+                            db,
+                            "brevo",
+                            settings,
+                            deadline=time.monotonic() + 600,
+                            layout=Layout.scrapersky(),
+                        )
+                        if variant == "fleet-wide":
+                            statements += limiter.statements
+                elapsed = time.perf_counter() - started[0]
+                times = await fake.arrivals()
+                steady.setdefault(variant, []).append((len(times) - 1) / (times[-1] - times[0]))
+                whole.setdefault(variant, []).append(done / elapsed)
+                cpu.setdefault(variant, []).append((time.process_time() - started[1]) / done * 1e6)
+    rows = []
     for variant, label in VARIANTS:
-        s, w, c = max(steady[variant]), max(whole[variant]), min(cpu[variant])
-        print(
-            f"| {label} | {s:.0f} | {s / max(steady['plain']):.0%} "
-            f"| {w:.0f} | {w / max(whole['plain']):.0%} | {c:.0f} | {min(cpu['plain']) / c:.0%} |"
+        s, w, c = (statistics.median(figures[variant]) for figures in (steady, whole, cpu))
+        plain_s, plain_w, plain_c = (
+            statistics.median(figures["plain"]) for figures in (steady, whole, cpu)
         )
-    print(
-        f"| ledger statements per request (fleet-wide) | {statements / (2 * contacts):.3f} | | | | | |"
+        rows.append(
+            f"| {label} | {s:.0f} | {s / plain_s:.0%} | {w:.0f} | {w / plain_w:.0%} | {c:.0f} "
+            f"| {plain_c / c:.0%} |"
+        )
+    rows.append(
+        f"| ledger statements per request (default settings) | {statements / (rounds * contacts):.3f} "
+        "| | | | | |"
     )
+    return rows
+
+
+async def single(contacts: int, harness: str, rounds: int) -> None:
+    heading = (
+        "| steady contacts/s | vs plain | whole run, contacts/s | vs plain | CPU µs per contact "
+        "| plain's CPU / this |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
+    for in_process in {"separate": (False,), "in-process": (True,), "both": (False, True)}[harness]:
+        where = "in this process" if in_process else "in its own process"
+        print(f"| {contacts} contacts, fake {where}, median of {rounds} interleaved {heading}")
+        print("\n".join(await single_run(contacts, in_process, rounds)))
+        print()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -350,7 +465,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, default in (("one", 65.0), ("fleet", 40.0), ("polls", 72.0)):
         sub.add_parser(name).add_argument("--seconds", type=float, default=default)
-    sub.add_parser("single").add_argument("--contacts", type=int, default=2000)
+    single_parser = sub.add_parser("single")
+    single_parser.add_argument("--contacts", type=int, default=2000)
+    single_parser.add_argument("--rounds", type=int, default=3)
+    single_parser.add_argument(
+        "--fake",
+        choices=("separate", "in-process", "both"),
+        default="both",
+        help="where the fake runs: its own process (as a CRM does), the benchmark's, or each in turn",
+    )
+    sub.add_parser("fake")
     w = sub.add_parser("worker")
     for arg in ("crm", "url", "db"):
         w.add_argument(arg)
@@ -359,7 +483,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "worker":
         worker(args.crm, args.url, args.db, args.seconds)
     elif args.command == "single":
-        asyncio.run(single(args.contacts))
+        asyncio.run(single(args.contacts, args.fake, args.rounds))
+    elif args.command == "fake":
+        serve_fake()
     else:
         asyncio.run({"one": one, "fleet": fleet, "polls": polls}[args.command](args.seconds))
 

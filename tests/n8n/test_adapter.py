@@ -169,6 +169,35 @@ async def test_requests_in_flight_are_bounded_by_sync_concurrency(
     assert most == 3
 
 
+async def test_batches_pushed_side_by_side_share_the_requests_in_flight(
+    make_adapter: MakeAdapter,
+) -> None:
+    # The engine keeps {CRM}_SYNC_CONCURRENCY batches in flight; the setting bounds the CRM's
+    # requests in flight in all, not per batch (it was 3 x 3 here).
+    in_flight = 0
+    most = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        in_flight -= 1
+        return httpx.Response(200, json={"message": "Workflow was started"})
+
+    adapter = make_adapter(httpx.MockTransport(slow), sync_concurrency=3)
+    batches = [contacts(20, prefix=f"batch{b}-") for b in range(3)]
+    try:
+        pushed = await asyncio.gather(*(adapter.push(batch) for batch in batches))
+    finally:
+        await adapter.aclose()
+
+    assert [len(outcomes) for outcomes in pushed] == [20, 20, 20]
+    assert all(isinstance(o, Synced) for outcomes in pushed for o in outcomes)
+    assert most == 3
+
+
 async def test_default_timeout_is_30_seconds(make_adapter: MakeAdapter) -> None:
     seen: list[dict[str, float]] = []
 

@@ -41,6 +41,7 @@ import httpx
 
 from .adapter import AdapterContext
 from .errors import AuthenticationError, MalformedResponseError, TransientError
+from .lanes import LaneTransport
 from .ratelimit import LimitHeaders, read_headers
 
 TRANSIENT_STATUSES = frozenset({408, 425}) | frozenset(range(500, 600))
@@ -192,12 +193,15 @@ class CrmClient:
         timeout: float = 30.0,
         limit_headers: LimitHeaders | None = None,
         inspect: Callable[[httpx.Response], None] | None = None,
+        lanes: int = 1,
     ) -> None:
         """
         ``auth_hint`` says what to fix when the CRM answers 401 or 403 (e.g. "set BREVO_API_KEY to a v3
         API key"). ``limit_headers`` names the headers in which the CRM announces its budget.
         ``inspect(response)`` runs on every response before the generic handling and may raise (e.g.
-        HubSpot's daily limit is fatal, not a 429 to wait out).
+        HubSpot's daily limit is fatal, not a 429 to wait out). ``lanes`` is how many requests the
+        adapter sends side by side: each lane keeps a connection of its own
+        (:class:`~crmsync_core.lanes.LaneTransport`).
         """
         self.crm = crm
         self.context = context
@@ -209,14 +213,17 @@ class CrmClient:
         self._deadline = context.request_deadline or 3 * timeout
         self._paths: dict[str, str] = {}
         _install_log_filter()
+        transport = context.transport
+        if transport is None and lanes > 1:
+            transport = LaneTransport(lanes, verify=_tls_context())
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers or {}),
             auth=auth,
             timeout=timeout,
-            transport=context.transport,
+            transport=transport,
             follow_redirects=False,
-            verify=_tls_context() if context.transport is None else True,
+            verify=_tls_context() if transport is None else True,
         )
 
     async def __aenter__(self) -> CrmClient:

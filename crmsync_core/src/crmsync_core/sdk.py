@@ -5,8 +5,10 @@ and an answer that says what became of each contact.
 
 * contacts without a valid e-mail are skipped; contacts sharing an e-mail (case and spaces aside; or
   another :meth:`BatchAdapter.item_key`) are sent once and share that item's outcome;
-* items are cut into requests of :attr:`BatchAdapter.batch_size`, sent ``{CRM}_SYNC_CONCURRENCY`` at a
-  time through :class:`~crmsync_core.http.CrmClient` (rate limit, retries, redaction, 429s waited out);
+* items are cut into requests of :attr:`BatchAdapter.batch_size`, sent through
+  :class:`~crmsync_core.http.CrmClient` (rate limit, retries, redaction, 429s waited out) with at most
+  ``{CRM}_SYNC_CONCURRENCY`` requests in flight for the adapter, however many batches the engine has in
+  flight (each of those requests keeps a connection of its own);
 * each request's outcomes are reported (``context.report``) as soon as it is answered, so a contact's
   fate follows its own request's answer; the first :class:`~crmsync_core.errors.FatalError` stops the
   requests not started yet and is raised once those in flight are answered and reported;
@@ -35,6 +37,7 @@ An adapter states its endpoint (:attr:`path`, :attr:`method`), maps a contact to
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
@@ -152,6 +155,12 @@ class Unresolved:
 #: one exchange: a request (or several) for some items, and what the answer says of each
 Exchange = Callable[[Sequence[Sent]], Awaitable[Sequence[Outcome | Unresolved]]]
 _JSON = {"Content-Type": "application/json"}
+#: set while a request of :meth:`BatchAdapter.send_all` holds one of the adapter's slots: a ``send_all``
+#: nested in it (an exchange that falls back to single requests) runs in that slot's stead, since
+#: waiting for another slot could wait forever once every slot is held the same way
+_HOLDING_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "crmsync_holding_slot", default=False
+)
 
 
 class _Budget:
@@ -189,6 +198,8 @@ class BatchAdapter(Generic[SettingsT]):
     bisection_requests: ClassVar[int] = 16
     #: the setting that raises :attr:`bisection_requests`, named when a batch used its budget up
     bisection_setting: ClassVar[str] = ""
+    #: the adapter's request slots (``{CRM}_SYNC_CONCURRENCY``), made on first use in the running loop
+    _slots: asyncio.Semaphore | None = None
 
     def __init__(self, settings: SettingsT, context: AdapterContext) -> None:
         self.settings = settings
@@ -210,6 +221,7 @@ class BatchAdapter(Generic[SettingsT]):
             timeout=float(getattr(settings, "timeout_seconds", 30.0)),
             limit_headers=self.limit_headers,
             inspect=self.inspect,
+            lanes=self.concurrency(),
         )
 
     # -- what a subclass states ---------------------------------------------------------------------
@@ -366,10 +378,19 @@ class BatchAdapter(Generic[SettingsT]):
         *,
         concurrency: int | None = None,
     ) -> list[Outcome]:
-        """Each chunk through one ``exchange`` (default :meth:`exchange`), ``concurrency`` (default
-        :meth:`concurrency`) at a time, each one's outcomes reported as it is answered; the first fatal
-        error stops the chunks not started yet; see the module docstring."""
-        semaphore = asyncio.Semaphore(concurrency or self.concurrency())
+        """Each chunk through one ``exchange`` (default :meth:`exchange`), ``concurrency`` at a time
+        (default: the adapter's :meth:`concurrency` slots, which every push in flight shares), each
+        one's outcomes reported as it is answered; the first fatal error stops the chunks not started
+        yet; see the module docstring."""
+        # The engine pushes several batches at once: by default their requests share the adapter's
+        # slots, so that no more than {CRM}_SYNC_CONCURRENCY requests are in flight in all.
+        shared = concurrency is None and not _HOLDING_SLOT.get()
+        if shared:
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self.concurrency())
+            semaphore = self._slots
+        else:
+            semaphore = asyncio.Semaphore(concurrency or self.concurrency())
         exchange = exchange or self.exchange
         failed: list[Exception] = []
 
@@ -377,12 +398,16 @@ class BatchAdapter(Generic[SettingsT]):
             async with semaphore:
                 if failed:
                     return []  # the run is stopping: not sent, handed back untouched
+                holding = _HOLDING_SLOT.set(True) if shared else None
                 try:
                     outcomes = await self._request(chunk, self._budget(), exchange)
                     answered = _spread(chunk, outcomes, self.crm)
                 except Exception as exc:  # a FatalError, a database error: raised below
                     failed.append(exc)
                     return []
+                finally:
+                    if holding is not None:
+                        _HOLDING_SLOT.reset(holding)
                 self.context.report(answered)
                 return answered
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -36,8 +37,13 @@ async def serve_handler(
     """
     import h11
 
+    open_connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
+        task = asyncio.current_task()
+        if task is not None:
+            open_connections[task] = writer
         try:
             while True:
                 event = conn.next_event()
@@ -84,6 +90,8 @@ async def serve_handler(
         except (h11.RemoteProtocolError, h11.LocalProtocolError, ConnectionError):
             return
         finally:
+            if task is not None:
+                open_connections.pop(task, None)
             writer.close()
 
     server = await asyncio.start_server(connection, host, port)
@@ -92,6 +100,12 @@ async def serve_handler(
         yield f"http://{host}:{bound}"
     finally:
         server.close()
+        # Close the connections clients kept alive, so that their handlers end at EOF rather than be
+        # cancelled when the event loop closes (which asyncio reports as an error in a callback).
+        for writer in list(open_connections.values()):
+            writer.close()
+        if open_connections:
+            await asyncio.wait(list(open_connections), timeout=1.0)
         await server.wait_closed()
 
 
