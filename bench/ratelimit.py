@@ -280,8 +280,11 @@ SCRAPERSKY_SQL = Path(__file__).resolve().parents[1] / "examples" / "scrapersky"
 
 
 @asynccontextmanager
-async def scrapersky_database(contacts: int, *, domain: str) -> AsyncIterator[str]:
-    """A new database holding ScraperSky's own ``contacts`` table, with ``contacts`` queued for Brevo."""
+async def scrapersky_database(
+    contacts: int, *, domain: str, driver: str = "psycopg"
+) -> AsyncIterator[str]:
+    """A new database holding ScraperSky's own ``contacts`` table, with ``contacts`` queued for Brevo;
+    yields its URL for ``driver`` (``psycopg`` or ScraperSky's ``asyncpg``)."""
     name = f"crmsync_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -299,7 +302,7 @@ async def scrapersky_database(contacts: int, *, domain: str) -> AsyncIterator[st
                 """,
                 (contacts,),
             )
-        yield url.replace("postgresql://", "postgresql+psycopg://", 1)
+        yield url.replace("postgresql://", f"postgresql+{driver}://", 1)
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -385,7 +388,7 @@ class Fake:
             await self._process.wait()
 
 
-async def single_run(contacts: int, in_process: bool, rounds: int) -> list[str]:
+async def single_run(contacts: int, in_process: bool, rounds: int, driver: str) -> list[str]:
     """Each variant ``rounds`` times, interleaved (the machine's load changes during a run); the
     table's rows, with the median of each figure."""
     # Per variant: contacts/s between the first and the last contact the fake received (the steady
@@ -415,7 +418,9 @@ async def single_run(contacts: int, in_process: bool, rounds: int) -> list[str]:
                         sync_shared_rate_limit=variant == "fleet-wide",
                         sync_concurrency=1 if variant == "in-process-1" else 4,
                     )
-                    async with scrapersky_database(contacts, domain=f"{variant}{round_}.com") as db:
+                    async with scrapersky_database(
+                        contacts, domain=f"{variant}{round_}.com", driver=driver
+                    ) as db:
                         started = time.perf_counter(), time.process_time()
                         done, limiter = await drain(
                             db,
@@ -448,15 +453,17 @@ async def single_run(contacts: int, in_process: bool, rounds: int) -> list[str]:
     return rows
 
 
-async def single(contacts: int, harness: str, rounds: int) -> None:
+async def single(contacts: int, harness: str, rounds: int, driver: str) -> None:
     heading = (
         "| steady contacts/s | vs plain | whole run, contacts/s | vs plain | CPU µs per contact "
         "| plain's CPU / this |\n|---|---:|---:|---:|---:|---:|---:|"
     )
     for in_process in {"separate": (False,), "in-process": (True,), "both": (False, True)}[harness]:
         where = "in this process" if in_process else "in its own process"
-        print(f"| {contacts} contacts, fake {where}, median of {rounds} interleaved {heading}")
-        print("\n".join(await single_run(contacts, in_process, rounds)))
+        print(
+            f"| {contacts} contacts, {driver}, fake {where}, median of {rounds} interleaved {heading}"
+        )
+        print("\n".join(await single_run(contacts, in_process, rounds, driver)))
         print()
 
 
@@ -468,6 +475,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     single_parser = sub.add_parser("single")
     single_parser.add_argument("--contacts", type=int, default=2000)
     single_parser.add_argument("--rounds", type=int, default=3)
+    single_parser.add_argument(
+        "--driver",
+        choices=("psycopg", "asyncpg"),
+        default="psycopg",
+        help="ScraperSky's is asyncpg",
+    )
     single_parser.add_argument(
         "--fake",
         choices=("separate", "in-process", "both"),
@@ -483,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "worker":
         worker(args.crm, args.url, args.db, args.seconds)
     elif args.command == "single":
-        asyncio.run(single(args.contacts, args.fake, args.rounds))
+        asyncio.run(single(args.contacts, args.fake, args.rounds, args.driver))
     elif args.command == "fake":
         serve_fake()
     else:
