@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -113,6 +113,66 @@ async def test_a_contact_s_attempts_across_runs_and_crms(
     assert [r.crm for r in runs] == ["other", "sandbox", "sandbox"]
     assert [r.crm for r in await store.recent_runs(limit=1)] == ["other"]
     assert [r.retrying for r in await store.recent_runs("sandbox")] == [0, 1]
+
+
+async def test_each_batch_s_run_time_and_claim_reach_the_database(
+    store: Store, crm: SandboxCrm, clock: Clock
+) -> None:
+    """The outcome statements are built once and executed with each batch's values (PostgreSQL): a
+    later run's attempts carry its own run id and time, its contacts its own touch and retry times."""
+    crm.failure_rate = 1.0
+    first = await queue(store, rows(3), clock)
+    engine = make_engine(store, crm, clock, sync_retry_delay_minutes=5)
+    await engine.run_once("sandbox")
+    built = dict(store._crm("sandbox").statements)
+    clock.advance(minutes=7)
+    crm.failure_rate = 0.0
+    second = await queue(store, rows(2), clock)
+    await engine.run_once("sandbox")
+    clock.advance(minutes=7)
+    crm.failure_rate = 1.0
+    third = await queue(store, rows(2), clock)
+    await engine.run_once("sandbox")
+
+    statements = store._crm("sandbox").statements
+    if store.dialect == "postgresql":
+        assert built, "built on the first batch"
+        assert all(statements[key] is statement for key, statement in built.items()), "reused"
+    else:
+        assert not statements, "SQLite's VALUES list is built per batch"
+    newest, middle, oldest = await store.recent_runs("sandbox")
+    start = clock() - timedelta(minutes=14)
+    for ids, run, at, outcome in (
+        (third, newest, start + timedelta(minutes=14), AttemptOutcome.RETRYING),
+        (second, middle, start + timedelta(minutes=7), AttemptOutcome.SYNCED),
+    ):
+        for contact_id in ids:
+            (attempt,) = await store.contact_attempts(contact_id)
+            assert (attempt.run_id, attempt.at, attempt.outcome) == (run.id, at, outcome)
+    for contact_id in first:
+        retried, failed = await store.contact_attempts(contact_id)
+        assert (retried.run_id, retried.at, retried.outcome) == (
+            middle.id,
+            start + timedelta(minutes=7),
+            AttemptOutcome.SYNCED,
+        )
+        assert (failed.run_id, failed.at) == (oldest.id, start)
+    table = store.table
+    async with store.engine.connect() as conn:
+        found = {
+            row[0]: row[1:]
+            for row in await conn.execute(
+                sa.select(table.c.id, table.c.updated_at, table.c.sandbox_next_attempt_at)
+            )
+        }
+    for contact_id in third:
+        updated, next_attempt = found[contact_id]
+        assert _aware(updated) == clock()
+        assert _aware(next_attempt) == clock() + timedelta(minutes=5)
+
+
+def _aware(moment: Any) -> Any:
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def test_a_stopped_run_keeps_its_reason(store: Store, crm: SandboxCrm, clock: Clock) -> None:

@@ -50,7 +50,8 @@ class _Crm:
     last_attempt_at: sa.Column[Any] | None
     claimed_at: sa.Column[Any]
     failed_crm: sa.Column[Any] | None
-    statements: dict[str, Any] = field(default_factory=dict)
+    #: statements built once and executed with parameters (see ``LeasesMixin._record_statement``)
+    statements: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
 
 class StoreBase:

@@ -234,20 +234,16 @@ class HistoryMixin(StoreBase):
             await conn.execute(sa.insert(attempts), values[start : start + _SQLITE_CHUNK])
 
     def _with_attempts(
-        self,
-        update: Any,
-        outcome: Any,
-        event: Event,
-        crm: str,
-        run_id: int | None,
-        now: datetime,
-        payloads: bool,
+        self, update: Any, outcome: Any, event: Event, crm: str, payloads: bool, prefix: str
     ) -> Any:
         """``update`` (an outcome statement joined to the ``outcome`` rows) as a data-modifying CTE whose
-        written rows are inserted as attempts; the statement returns the written ids (PostgreSQL)."""
+        written rows are inserted as attempts; the statement returns the written ids (PostgreSQL).
+
+        The run id and the attempts' time are parameters (``<prefix>run_id``, ``<prefix>attempt_at``),
+        so that the statement is built once and executed for every batch; the CRM and the outcome are
+        the same for every execution of it."""
         id_column = self.table.c[self.layout.id_column]
-        if self._history_tables is None or event not in _OUTCOMES:
-            return update.returning(id_column)
+        assert self._history_tables is not None, "the caller made sure the tables exist"
         _, attempts = self._history_tables
         returned = [
             id_column.label("written_id"),
@@ -259,10 +255,10 @@ class HistoryMixin(StoreBase):
         updated = update.returning(*returned).cte("updated")
         names = ["run_id", "contact_id", "crm", "at", "outcome", "status_code", "reason"]
         selected: list[Any] = [
-            sa.literal(run_id, sa.BigInteger),
+            sa.bindparam(prefix + "run_id", type_=sa.BigInteger),
             sa.cast(updated.c.written_id, sa.Text),
             sa.literal(crm, sa.String),
-            sa.literal(self._moment(now), sa.DateTime(timezone=True)),
+            sa.bindparam(prefix + "attempt_at", type_=sa.DateTime(timezone=True)),
             sa.literal(_OUTCOMES[event], sa.String),
             updated.c.status_code,
             sa.cast(updated.c.reason, sa.Text),
