@@ -96,12 +96,41 @@ async def throughput(contacts: int, history: bool | None = None) -> dict[str, fl
             settings={CRM: SandboxSettings(sync_concurrency=4)},
             request_retry=NO_WAIT,
         )
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = await engine.run_once(CRM)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert report.synced == contacts, report.as_dict()
+        database_cpu = await backends_cpu(store)
         assert (await store.summary(CRM)).due == 0
-    return {"contacts": contacts, "seconds": elapsed, "per_second": contacts / elapsed}
+    return {
+        "contacts": contacts,
+        "seconds": elapsed,
+        "per_second": contacts / elapsed,
+        "cpu": cpu,
+        "database_cpu": database_cpu,
+    }
+
+
+async def backends_cpu(store: Store) -> float:
+    """CPU seconds the PostgreSQL backends of ``store``'s database have used so far (the server runs on
+    this machine: ``/proc/<pid>/stat`` of each, read while the pool's connections are still open)."""
+    async with store.engine.connect() as conn:
+        pids = (
+            await conn.execute(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+        ).scalars()
+        return sum(_process_cpu(pid) for pid in pids)
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used; 0 if it ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def baseline(contacts: int) -> dict[str, float]:
@@ -161,21 +190,38 @@ def _now() -> Any:
 
 async def history_cost(contacts: int, rounds: int) -> None:
     """Issue 15: (a) with run history off and on, alternating in one process, so that the load of a
-    shared machine falls on both alike; the medians and the cost of history."""
-    seconds: dict[bool, list[float]] = {False: [], True: []}
+    shared machine falls on both alike; the medians and the cost of history, in wall time and in CPU
+    (this process's, and this process's with the database's: CPU depends far less on the load)."""
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     for round_ in range(rounds):
         for on in (False, True) if round_ % 2 == 0 else (True, False):
-            seconds[on].append((await throughput(contacts, history=on))["seconds"])
-    print("| history | runs | median s | median contacts/s | best contacts/s |")
-    print("|---|---:|---:|---:|---:|")
+            runs[on].append(await throughput(contacts, history=on))
+
+    def median(on: bool, figure: str) -> float:
+        if figure == "total_cpu":
+            return statistics.median(r["cpu"] + r["database_cpu"] for r in runs[on])
+        return statistics.median(r[figure] for r in runs[on])
+
+    print(
+        "| history | runs | median s | median contacts/s | best contacts/s "
+        "| median CPU s | median CPU + database CPU s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for on in (False, True):
-        median = statistics.median(seconds[on])
+        seconds = median(on, "seconds")
+        best = min(r["seconds"] for r in runs[on])
         print(
-            f"| {'on' if on else 'off'} | {rounds} | {median:.2f} | {contacts / median:,.0f} | "
-            f"{contacts / min(seconds[on]):,.0f} |"
+            f"| {'on' if on else 'off'} | {rounds} | {seconds:.2f} | {contacts / seconds:,.0f} | "
+            f"{contacts / best:,.0f} | {median(on, 'cpu'):.2f} | {median(on, 'total_cpu'):.2f} |"
         )
-    off, on_ = statistics.median(seconds[False]), statistics.median(seconds[True])
-    print(f"\nhistory costs {100 * (on_ - off) / off:+.1f} % of the median run time")
+    costs = {
+        figure: 100 * (median(True, figure) - median(False, figure)) / median(False, figure)
+        for figure in ("seconds", "cpu", "total_cpu")
+    }
+    print(
+        f"\nhistory costs {costs['seconds']:+.1f} % of the median run time, {costs['cpu']:+.1f} % of "
+        f"this process's CPU, {costs['total_cpu']:+.1f} % of its CPU with the database's"
+    )
 
 
 def peak_rss_mb() -> float:
