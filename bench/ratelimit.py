@@ -364,6 +364,7 @@ class Fake:
             "fake",
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            limit=1 << 24,  # a line of arrival times can be long
         )
         assert self._process.stdout is not None
         url, api_key = (await self._process.stdout.readline()).decode().split()
