@@ -62,11 +62,20 @@ async def served(delay: float = 0.0) -> AsyncIterator[tuple[str, Counted]]:
                 await asyncio.wait(relays, timeout=2)
 
 
-async def test_requests_side_by_side_keep_one_connection_per_lane() -> None:
+@contextlib.asynccontextmanager
+async def through_lanes(
+    lanes: int, delay: float = 0.0
+) -> AsyncIterator[tuple[httpx.AsyncClient, Counted]]:
+    """A client on a :class:`LaneTransport` of ``lanes``, and the count of connections it opened."""
     async with (
-        served(delay=0.01) as (origin, counted),
-        httpx.AsyncClient(base_url=origin, transport=LaneTransport(3)) as client,
+        served(delay) as (origin, counted),
+        httpx.AsyncClient(base_url=origin, transport=LaneTransport(lanes), timeout=5) as client,
     ):
+        yield client, counted
+
+
+async def test_requests_side_by_side_keep_one_connection_per_lane() -> None:
+    async with through_lanes(3, 0.01) as (client, counted):
         for _ in range(5):
             answers = await asyncio.gather(*(client.get(f"/c/{n}") for n in range(3)))
             assert [a.status_code for a in answers] == [200, 200, 200]
@@ -74,20 +83,14 @@ async def test_requests_side_by_side_keep_one_connection_per_lane() -> None:
 
 
 async def test_one_request_at_a_time_reuses_one_connection() -> None:
-    async with (
-        served() as (origin, counted),
-        httpx.AsyncClient(base_url=origin, transport=LaneTransport(4)) as client,
-    ):
+    async with through_lanes(4) as (client, counted):
         for n in range(10):
             assert (await client.get(f"/c/{n}")).json() == {"path": f"/c/{n}"}
     assert counted.connections == 1
 
 
 async def test_more_requests_than_lanes_are_sent_at_once_not_queued() -> None:
-    async with (
-        served(delay=0.05) as (origin, counted),
-        httpx.AsyncClient(base_url=origin, transport=LaneTransport(2), timeout=5) as client,
-    ):
+    async with through_lanes(2, 0.05) as (client, counted):
         answers = await asyncio.gather(*(client.get(f"/c/{n}") for n in range(5)))
         assert [a.json()["path"] for a in answers] == [f"/c/{n}" for n in range(5)]
         # The overflow's extra connections are not kept: two lanes, two requests, no new connection.
@@ -99,10 +102,7 @@ async def test_more_requests_than_lanes_are_sent_at_once_not_queued() -> None:
 
 async def test_a_streamed_answer_read_and_closed_frees_its_lane() -> None:
     # As CrmClient reads every answer: streamed, read to the end (or to its cap), then closed.
-    async with (
-        served() as (origin, counted),
-        httpx.AsyncClient(base_url=origin, transport=LaneTransport(2)) as client,
-    ):
+    async with through_lanes(2) as (client, counted):
         for n in range(4):
             response = await client.send(client.build_request("GET", f"/c/{n}"), stream=True)
             body = b"".join([chunk async for chunk in response.aiter_bytes()])

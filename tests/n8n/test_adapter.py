@@ -146,27 +146,33 @@ async def test_extra_fields_are_added_to_scraperskys_object(make_adapter: MakeAd
     assert body["phone_number"] == "0612345678"
 
 
+class InFlight:
+    """A webhook that answers after a few turns of the event loop, counting the requests in flight."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.now -= 1
+        return httpx.Response(200, json={"message": "Workflow was started"})
+
+
 async def test_requests_in_flight_are_bounded_by_sync_concurrency(
     make_adapter: MakeAdapter,
 ) -> None:
-    in_flight = 0
-    most = 0
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        in_flight -= 1
-        return httpx.Response(200, json={"message": "Workflow was started"})
-
+    webhook = InFlight()
     outcomes = await push(
-        make_adapter(httpx.MockTransport(slow), sync_concurrency=3), contacts(SPEC.max_batch_size)
+        make_adapter(httpx.MockTransport(webhook.answer), sync_concurrency=3),
+        contacts(SPEC.max_batch_size),
     )
 
     assert all(isinstance(o, Synced) for o in outcomes.values())
-    assert most == 3
+    assert webhook.most == 3
 
 
 async def test_batches_pushed_side_by_side_share_the_requests_in_flight(
@@ -174,19 +180,8 @@ async def test_batches_pushed_side_by_side_share_the_requests_in_flight(
 ) -> None:
     # The engine keeps {CRM}_SYNC_CONCURRENCY batches in flight; the setting bounds the CRM's
     # requests in flight in all, not per batch (it was 3 x 3 here).
-    in_flight = 0
-    most = 0
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        for _ in range(3):
-            await asyncio.sleep(0)
-        in_flight -= 1
-        return httpx.Response(200, json={"message": "Workflow was started"})
-
-    adapter = make_adapter(httpx.MockTransport(slow), sync_concurrency=3)
+    webhook = InFlight()
+    adapter = make_adapter(httpx.MockTransport(webhook.answer), sync_concurrency=3)
     batches = [contacts(20, prefix=f"batch{b}-") for b in range(3)]
     try:
         pushed = await asyncio.gather(*(adapter.push(batch) for batch in batches))
@@ -195,7 +190,7 @@ async def test_batches_pushed_side_by_side_share_the_requests_in_flight(
 
     assert [len(outcomes) for outcomes in pushed] == [20, 20, 20]
     assert all(isinstance(o, Synced) for outcomes in pushed for o in outcomes)
-    assert most == 3
+    assert webhook.most == 3
 
 
 async def test_default_timeout_is_30_seconds(make_adapter: MakeAdapter) -> None:
