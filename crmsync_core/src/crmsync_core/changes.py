@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from pydantic import SecretStr
@@ -38,13 +38,35 @@ from .contacts import Contact, ContactId
 
 if TYPE_CHECKING:
     from .adapter import AdapterSpec
-    from .engine import Engine
-    from .queue import ContactState
+    from .plugins import Registry
+    from .queue import ContactState, Queue
     from .report import RunReport
     from .settings import SyncSettings
     from .store import Store
 
 logger = logging.getLogger("crmsync.changes")
+
+
+class EngineView(Protocol):
+    """What these operations use of :class:`~crmsync_core.engine.Engine`, whose methods of the same
+    names call them (typed by what they use, so that this module does not import the engine)."""
+
+    @property
+    def store(self) -> Queue: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    def now(self) -> datetime: ...
+
+    def settings_for(self, crm: str) -> SyncSettings: ...
+
+    def transport_for(self, crm: str) -> Any: ...
+
+    async def run_once(
+        self, crm: str, *, only: Sequence[Any] | None = None, transport: Any = None
+    ) -> RunReport: ...
+
 
 #: hex digits kept of the SHA-256 (64 bits: a collision among one CRM's contacts is not a concern)
 FINGERPRINT_LENGTH = 16
@@ -112,7 +134,7 @@ class ChangeScan:
         }
 
 
-async def queue_changed(engine: Engine, crm: str, *, chunk: int = SCAN_CHUNK) -> ChangeScan:
+async def queue_changed(engine: EngineView, crm: str, *, chunk: int = SCAN_CHUNK) -> ChangeScan:
     """Re-queue (as the system) every ``Complete`` contact of ``crm`` whose payload differs from the one
     last delivered; see :meth:`Engine.queue_changed`."""
     from .errors import ConfigurationError
@@ -154,7 +176,7 @@ async def queue_changed(engine: Engine, crm: str, *, chunk: int = SCAN_CHUNK) ->
 # -- recording requests -------------------------------------------------------------------------------
 
 
-def _store(engine: Engine) -> Store:
+def _store(engine: EngineView) -> Store:
     """The engine's queue as the SQL store these operations read (any other queue lacks them)."""
     from .errors import ConfigurationError
     from .store import Store
@@ -327,7 +349,7 @@ class DryRun:
         }
 
 
-async def dry_run(engine: Engine, crm: str, *, limit: int | None = None) -> DryRun:
+async def dry_run(engine: EngineView, crm: str, *, limit: int | None = None) -> DryRun:
     """The requests a sync of ``crm`` would send now; see :meth:`Engine.dry_run`."""
     from .adapter import AdapterContext, collect_outcomes
     from .errors import ConfigurationError, FatalError
@@ -375,7 +397,7 @@ async def dry_run(engine: Engine, crm: str, *, limit: int | None = None) -> DryR
 
 
 async def _unchanged(
-    engine: Engine, spec: AdapterSpec[Any], settings: SyncSettings, contacts: Sequence[Contact]
+    engine: EngineView, spec: AdapterSpec[Any], settings: SyncSettings, contacts: Sequence[Contact]
 ) -> dict[ContactId, datetime]:
     """Which of ``contacts`` a run completes without a request, with their last delivery time."""
     prints = {c.id: payload_fingerprint(spec, settings, c) for c in contacts}
@@ -421,7 +443,7 @@ class TestOne:
         }
 
 
-async def test_one(engine: Engine, crm: str, contact_id: ContactId | str) -> TestOne:
+async def test_one(engine: EngineView, crm: str, contact_id: ContactId | str) -> TestOne:
     """Send one contact to ``crm`` now and record the outcome as a sync does; see
     :meth:`Engine.test_one`."""
     from .errors import InvalidRequestError

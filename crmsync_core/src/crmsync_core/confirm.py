@@ -27,12 +27,16 @@ import inspect
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from .contacts import ContactId
 from .errors import InvalidRequestError
+
+# Defined beside the Queue protocol that takes them; this module is where users find them.
+from .queue import Callback as Callback
+from .queue import ConfirmResolution as ConfirmResolution
+from .queue import Pending as Pending
 from .status import Event
 
 if TYPE_CHECKING:
@@ -47,47 +51,6 @@ MAX_REASON = 1_000
 
 #: what a callback did
 CallbackResult = Literal["confirmed", "retrying", "failed", "early", "ignored"]
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    """What the destination says about one delivery."""
-
-    contact_id: str
-    idempotency_key: str | None
-    ok: bool
-    error: str | None = None
-    #: anything the destination sends back (enrichment results), handed to ``contact_confirmed``
-    data: Any = None
-    #: on a failure: whether a later attempt may succeed (else ``Error`` at once)
-    retry: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """An accepted delivery the store knows of, with its contact's state."""
-
-    contact_id: ContactId
-    idempotency_key: str | None
-    #: a callback that came before the acceptance was recorded
-    early: Callback | None
-    #: the contact awaits its callback
-    awaiting: bool
-    #: the contact is claimed (sent; its acceptance not recorded yet)
-    claimed: bool
-    attempts: int
-    remote_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmResolution:
-    """What happens to one awaiting contact."""
-
-    contact_id: ContactId
-    event: Event
-    error: str | None = None
-    attempts: int = 0
-    next_attempt_at: datetime | None = None
 
 
 def _now() -> datetime:

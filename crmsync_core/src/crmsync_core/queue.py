@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .contacts import Contact, ContactId
 from .status import Event, ProcessingStatus, SyncStatus
 
 if TYPE_CHECKING:
-    from .confirm import Callback, ConfirmResolution, Pending
     from .history import HistorySettings
     from .layout import Layout
     from .ratelimit import Ledger
@@ -24,11 +23,14 @@ if TYPE_CHECKING:
     from .wake import Listener, QueueWaker
 
 __all__ = [
+    "Callback",
     "CircuitState",
     "Claim",
+    "ConfirmResolution",
     "ContactBrief",
     "ContactState",
     "FailureReason",
+    "Pending",
     "Queue",
     "QueueResult",
     "RecordResult",
@@ -323,3 +325,47 @@ class Queue(Protocol):
     async def contacts(self, ids: Iterable[ContactId | str]) -> dict[ContactId, Contact]:
         """The contacts of ``ids`` (those that exist)."""
         ...
+
+
+# -- confirmed delivery (crmsync_core.confirm) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """What the destination says about one delivery."""
+
+    contact_id: str
+    idempotency_key: str | None
+    ok: bool
+    error: str | None = None
+    #: anything the destination sends back (enrichment results), handed to ``contact_confirmed``
+    data: Any = None
+    #: on a failure: whether a later attempt may succeed (else ``Error`` at once)
+    retry: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An accepted delivery the store knows of, with its contact's state."""
+
+    contact_id: ContactId
+    idempotency_key: str | None
+    #: a callback that came before the acceptance was recorded
+    early: Callback | None
+    #: the contact awaits its callback
+    awaiting: bool
+    #: the contact is claimed (sent; its acceptance not recorded yet)
+    claimed: bool
+    attempts: int
+    remote_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmResolution:
+    """What happens to one awaiting contact."""
+
+    contact_id: ContactId
+    event: Event
+    error: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from .history import AttemptRecord, HourlyOutcome, RunRecord
 from .queue import CircuitState, ContactState, FailureReason
 from .status import SyncStatus
-from .status_page import ContactView, CrmOverview, StatusPage
+from .status_view import ContactView, CrmOverview, StatusPage
 
 __all__ = ["render"]
 

@@ -9,7 +9,6 @@ page and its POST actions on the router that :func:`crmsync_core.web.sync_router
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -20,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from .contacts import ContactId
 from .errors import DatabaseUnavailableError, InvalidRequestError
-from .history import AttemptRecord, HistoryReader, HourlyOutcome, RunRecord
+from .history import HistoryReader, HourlyOutcome, RunRecord
 from .queue import (
     CircuitState,
     ContactBrief,
@@ -29,6 +28,7 @@ from .queue import (
     QueueResult,
     StatusSummary,
 )
+from .status_view import CHART_HOURS, ContactView, CrmOverview, StatusPage
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -44,8 +44,6 @@ __all__ = [
     "look_up",
 ]
 
-#: the chart's span
-CHART_HOURS = 24
 #: the longest form body an action accepts (a reason of a few hundred characters, an id)
 _MAX_FORM = 16_384
 
@@ -66,46 +64,6 @@ class OverviewSource(Protocol):
     async def states(
         self, crm: str, ids: Iterable[ContactId | str]
     ) -> dict[ContactId, ContactState]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CrmOverview:
-    """One CRM's panel."""
-
-    crm: str
-    summary: StatusSummary
-    paused: CircuitState | None
-    reasons: list[FailureReason]
-    #: newest first (empty without history)
-    runs: list[RunRecord]
-    #: one entry per hour of the last :data:`CHART_HOURS`, oldest first (zeros without history)
-    hours: list[HourlyOutcome]
-
-
-@dataclass(frozen=True, slots=True)
-class ContactView:
-    """One contact found by the lookup: its state per CRM and its attempts (newest first)."""
-
-    contact: ContactBrief
-    states: dict[str, ContactState]
-    attempts: list[AttemptRecord]
-
-
-@dataclass(frozen=True, slots=True)
-class StatusPage:
-    """Everything the page shows."""
-
-    now: datetime
-    crms: list[CrmOverview]
-    #: whether the store keeps run history (runs, attempts and the chart come from it)
-    history: bool
-    #: the lookup's query (``None``: no lookup) and what it found
-    query: str | None = None
-    found: list[ContactView] = field(default_factory=list)
-    #: what the last action did, in words
-    notice: str | None = None
-    #: the path the forms post to (``{prefix}/status``)
-    base: str = "/status"
 
 
 def history_of(store: object) -> HistoryReader | None:

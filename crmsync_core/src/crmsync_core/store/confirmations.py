@@ -19,9 +19,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..confirm import Callback, ConfirmResolution, Pending
 from ..contacts import Contact, ContactId
 from ..layout import CONTACT_FIELDS
+from ..queue import Callback, ConfirmResolution, Pending
 from ..status import AWAITING, Event, ProcessingStatus, SyncStatus
 from .base import StoreBase
 
