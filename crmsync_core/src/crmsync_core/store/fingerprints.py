@@ -170,10 +170,17 @@ class FingerprintsMixin(StoreBase):
                 # Delivered, but what was sent is not known: an older fingerprint would be wrong.
                 forget.append(key)
         mine = table.c.crm == crm
+        # One row per contact (one statement may not upsert a row twice), the last one winning.
+        delivered = list({row["contact_id"]: row for row in delivered}.values())
         for start in range(0, len(delivered), RECORD_CHUNK):
-            insert = (
-                postgresql.insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
-            )
+            rows = delivered[start : start + RECORD_CHUNK]
+            if self.dialect == "postgresql":
+                # One multi-row INSERT, not an executemany: psycopg sends an executemany in pipeline
+                # mode, and a connection broken in the middle of one could not even roll back.
+                insert: Any = postgresql.insert(table).values(rows)
+                parameters: Any = None
+            else:
+                insert, parameters = sqlite_insert(table), rows
             statement = insert.on_conflict_do_update(
                 index_elements=[table.c.crm, table.c.contact_id],
                 set_={
@@ -183,7 +190,7 @@ class FingerprintsMixin(StoreBase):
                     "reselected": False,
                 },
             )
-            await conn.execute(statement, delivered[start : start + RECORD_CHUNK])
+            await conn.execute(statement, parameters)
         for keys, values in (
             (unchanged, {"checked_at": at, "reselected": False}),
             (others, {"reselected": False}),
