@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -43,17 +43,26 @@ ADMIN_URL = os.environ.get(
 CRMS = ["brevo", "hubspot"]
 
 
-@asynccontextmanager
-async def database(contacts: int, crm: str, *, domain: str = "example.com") -> AsyncIterator[str]:
+@contextlib.contextmanager
+def empty_database() -> Iterator[str]:
+    """A new, empty database on the local server, dropped afterwards; yields its ``postgresql://`` URL."""
     name = f"crmsync_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    store = await Store.connect(url, layout=Layout.default(CRMS), create=True)
-    await store.close()
     try:
-        with psycopg.connect(ADMIN_URL.rsplit("/", 1)[0] + "/" + name) as conn:
+        yield sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def database(contacts: int, crm: str, *, domain: str = "example.com") -> AsyncIterator[str]:
+    with empty_database() as plain:
+        url = plain.replace("postgresql://", "postgresql+psycopg://", 1)
+        store = await Store.connect(url, layout=Layout.default(CRMS), create=True)
+        await store.close()
+        with psycopg.connect(plain) as conn:
             conn.execute(
                 f"""
                 INSERT INTO contacts (id, email, name, {crm}_sync_status, {crm}_processing_status)
@@ -64,9 +73,6 @@ async def database(contacts: int, crm: str, *, domain: str = "example.com") -> A
                 (contacts,),
             )
         yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Logged:
@@ -285,12 +291,8 @@ async def scrapersky_database(
 ) -> AsyncIterator[str]:
     """A new database holding ScraperSky's own ``contacts`` table, with ``contacts`` queued for Brevo;
     yields its URL for ``driver`` (``psycopg`` or ScraperSky's ``asyncpg``)."""
-    name = f"crmsync_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        with psycopg.connect(url) as conn:
+    with empty_database() as plain:
+        with psycopg.connect(plain) as conn:
             conn.execute(SCRAPERSKY_SQL.read_text())
             conn.execute(
                 f"""
@@ -302,10 +304,7 @@ async def scrapersky_database(
                 """,
                 (contacts,),
             )
-        yield url.replace("postgresql://", f"postgresql+{driver}://", 1)
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield plain.replace("postgresql://", f"postgresql+{driver}://", 1)
 
 
 async def plain_loop(url: str, api_key: str, contacts: int, tasks: int, tag: str) -> None:
