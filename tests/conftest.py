@@ -11,12 +11,19 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
+import hypothesis
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 from crmsync_core import Layout, Registry, Store
 from crmsync_core.testing.server import serve_in_thread
+
+# CI runs the same examples every time (a seed per test, no example database), so that a red CI run
+# can be replayed and a green one does not depend on the draw; elsewhere every run draws anew.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI") == "true":
+    hypothesis.settings.load_profile("ci")
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 #: ScraperSky's real table, kept in the repository beside the example app that uses it

@@ -93,6 +93,7 @@ def create_app(database_url: str | None = None, *, registry: Registry | None = N
             yield
         finally:
             app.state.scheduler.shutdown(wait=False)
+            await store.close()  # stops listening for queued contacts (the engine is the app's)
             await engine.dispose()
 
     app = FastAPI(title="ScraperSky (crmsync example)", lifespan=lifespan)

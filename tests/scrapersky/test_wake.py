@@ -5,15 +5,21 @@ back wakes nothing."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from types import ModuleType
 from typing import Any
 
+import anyio.from_thread
+import httpx
+import psycopg
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from crmsync_core import Engine, Layout, Store, hookimpl
+from crmsync_core import Engine, Layout, Registry, Store, hookimpl
 from crmsync_core.engine import RunReport
 from crmsync_core.scheduler import _wakes, job_id, schedule_sync_jobs
 from crmsync_core.testing import SandboxCrm
@@ -133,3 +139,48 @@ async def test_scheduler_shutdown_stops_listening(started: AsyncIOScheduler, sto
 
     await asyncio.sleep(0)
     assert not listener.listening.is_set()
+
+
+def _listening_connections(url: str) -> int:
+    dsn = make_url(url).set(drivername="postgresql")
+    with psycopg.connect(dsn.render_as_string(hide_password=False), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'crmsync-listener'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_example_app_closes_its_listening_connection_at_each_shutdown(
+    scrapersky_url: str, registry: Registry, example: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host started and stopped over and over (a test client per request, a reloading server) must
+    # not leave a listening connection behind each time, the server's connection slots would run out:
+    # whether it was listening already or still connecting when the host stopped. Each start runs in
+    # an event loop of its own, in a thread, which closes after it: what a test client does.
+    monkeypatch.setenv("API_TOKEN", "token")
+    app = example.create_app(scrapersky_url, registry=registry)
+
+    async def ask(token: str) -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            answer = await client.get(
+                "/api/v3/contacts/n8n/status/summary", headers={"Authorization": f"Bearer {token}"}
+            )
+        return answer.status_code
+
+    for cycle in range(12):
+        with (
+            anyio.from_thread.start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(app.router.lifespan_context(app)),
+        ):
+            if cycle == 0:  # listening first
+                assert portal.call(ask, "token") == 200
+                deadline = time.monotonic() + WAKE_BOUND
+                while _listening_connections(scrapersky_url) == 0:
+                    assert time.monotonic() < deadline, "the app never listened"
+                    time.sleep(0.05)
+            else:  # refused at once (no token): it stops while the listener connects
+                assert portal.call(ask, "wrong") == 401
+        assert _listening_connections(scrapersky_url) == 0, f"left open at shutdown {cycle}"

@@ -52,6 +52,10 @@ def listen_conninfo(url: URL) -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
+#: how often a listener waiting for notifications checks whether it was asked to stop
+_STOP_CHECK_SECONDS = 1.0
+
+
 class QueueListener:
     """``LISTEN crmsync_queue`` on a dedicated connection, waking ``waker`` for each queue commit.
 
@@ -75,6 +79,8 @@ class QueueListener:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._connecting: asyncio.Future[psycopg.AsyncConnection[Any]] | None = None
         self.listening = asyncio.Event()
         #: connections made (the first, then each reconnection)
         self.connections = 0
@@ -88,41 +94,44 @@ class QueueListener:
 
     def stop(self) -> None:
         """Stop listening (without waiting for the connection to close; :meth:`aclose` waits)."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
         self.listening.clear()
 
     async def aclose(self) -> None:
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            # A connection being made as the listener stopped is closed once it is made.
+            await asyncio.wait({connecting}, timeout=_STOP_CHECK_SECONDS * 5)
         self.listening.clear()
+
+    def _stop_requested(self) -> bool:
+        # Besides our own flag, the task's pending cancellations: on Python 3.11, asyncio.wait_for (which
+        # psycopg's waits use) can swallow a cancellation that arrives as its wait ends, and a listener
+        # that missed its one cancellation would keep an event loop that is closing waiting forever.
+        task = asyncio.current_task()
+        return self._stopping or (task is not None and task.cancelling() > 0)
 
     async def _run(self) -> None:
         delay = self._min_backoff
-        while True:
+        while not self._stop_requested():
+            connections = self.connections
             try:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-                async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self.connections += 1
-                    if self.connections > 1:
-                        logger.warning("listening for queued contacts again on %s", self._where)
-                        # Notifications sent while the connection was down are lost.
-                        self.waker.wake_all(self.crms)
-                    self.listening.set()
-                    delay = self._min_backoff
-                    async for notification in conn.notifies():
-                        if notification.channel == CHANNEL and notification.payload:
-                            self.waker.wake(notification.payload)
-                raise psycopg.OperationalError("the listening connection closed")
+                await self._listen()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Never fatal: the worker polls at its interval while the listener reconnects.
                 self.listening.clear()
+                if self.connections > connections:
+                    delay = self._min_backoff  # it was listening: the backoff starts over
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc)
                 logger.warning(
                     "not listening for queued contacts on %s (%s); polling at the interval "
@@ -133,6 +142,48 @@ class QueueListener:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
+
+    async def _listen(self) -> None:
+        """One listening connection, until it fails (raised) or the listener is stopped."""
+        # A connect interrupted half way leaves its server connection open (psycopg closes it only
+        # when collected): it runs in a task of its own, and a stop that comes meanwhile closes it.
+        connecting = self._connecting = asyncio.ensure_future(
+            psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        )
+        try:
+            conn = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            connecting.add_done_callback(_close_connected)  # (aclose waits for it)
+            raise
+        self._connecting = None
+        try:
+            if self._stop_requested():
+                return
+            await conn.execute(f"LISTEN {CHANNEL}")
+            self.connections += 1
+            if self.connections > 1:
+                logger.warning("listening for queued contacts again on %s", self._where)
+                # Notifications sent while the connection was down are lost.
+                self.waker.wake_all(self.crms)
+            self.listening.set()
+            while not self._stop_requested():
+                # A bounded wait, so that a stop is seen within a second even if its cancellation
+                # was lost; a notification is still handed on the moment it arrives.
+                async for notification in conn.notifies(timeout=_STOP_CHECK_SECONDS):
+                    if notification.channel == CHANNEL and notification.payload:
+                        self.waker.wake(notification.payload)
+                if conn.closed:
+                    raise psycopg.OperationalError("the listening connection closed")
+        finally:
+            # Closed at once, with no round trip to the server, whatever ended the wait: a listener is
+            # often cancelled as its event loop closes (a host's shutdown, a scheduler's), and a close
+            # that awaits the server would then not finish, leaving the server's connection open.
+            conn.pgconn.finish()
+
+
+def _close_connected(connecting: asyncio.Future[psycopg.AsyncConnection[Any]]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().pgconn.finish()
 
 
 class NotifyMixin(StoreBase):
