@@ -113,9 +113,11 @@ class QueueListener:
         self.listening.clear()
 
     def _stop_requested(self) -> bool:
-        # Besides our own flag, the task's pending cancellations: on Python 3.11, asyncio.wait_for (which
-        # psycopg's waits use) can swallow a cancellation that arrives as its wait ends, and a listener
-        # that missed its one cancellation would keep an event loop that is closing waiting forever.
+        # Besides our own flag, the task's pending cancellations: psycopg 3.2 can lose one (its connect
+        # catches CancelledError per attempt, and its waits go through asyncio.wait_for, which on Python
+        # 3.11 can swallow a cancellation that arrives as the wait ends). A listener that missed its one
+        # cancellation kept an event loop that was closing waiting forever (tests/scrapersky/test_wake.py
+        # hung that way under ScraperSky's pins).
         task = asyncio.current_task()
         return self._stopping or (task is not None and task.cancelling() > 0)
 
