@@ -30,9 +30,9 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SCRAPERSKY_SQL = Path(__file__).resolve().parents[1] / "examples" / "scrapersky" / "contacts.sql"
 
 
-def _admin_dsn(url: str) -> str:
-    parsed = make_url(url).set(drivername="postgresql")
-    return parsed.render_as_string(hide_password=False)
+def libpq_dsn(url: str) -> str:
+    """A SQLAlchemy URL (any PostgreSQL driver) as the plain DSN psycopg.connect takes, password kept."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def postgres_url() -> Iterator[str]:
     """
     base = os.environ.get("CRMSYNC_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     name = f"crmsync_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin_dsn(base)
+    admin = libpq_dsn(base)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(base).set(database=name)

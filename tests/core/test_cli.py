@@ -19,12 +19,11 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy.engine import make_url
 
 from crmsync_core import Layout, Registry, Store, hookimpl
 from crmsync_core.cli import _register_plugin_commands, cli, main
 
-from ..conftest import UseRegistry
+from ..conftest import UseRegistry, libpq_dsn
 
 CRMS = ("brevo", "hubspot", "mautic", "n8n")
 STATUSES = ("new", "selected", "queued", "processing", "complete", "error", "skipped")
@@ -56,16 +55,12 @@ def run(*args: str, input: str | None = None) -> Result:
     return CliRunner(**_SEPARATE_STDERR).invoke(cli, list(args), input=input)
 
 
-def pg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def execute_sql(url: str, sql: str) -> None:
     if url.startswith("sqlite"):
         with sqlite3.connect(url.split(":///", 1)[1]) as conn:
             conn.executescript(sql)
     else:
-        with psycopg.connect(pg_dsn(url), autocommit=True) as conn:
+        with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
             conn.execute(sql)  # type: ignore[arg-type]
 
 
@@ -74,7 +69,7 @@ def statuses_by_id(url: str, crm: str) -> dict[str, str]:
     if url.startswith("sqlite"):
         with sqlite3.connect(url.split(":///", 1)[1]) as conn:
             return {str(uuid.UUID(str(i))): s for i, s in conn.execute(query)}
-    with psycopg.connect(pg_dsn(url)) as conn:
+    with psycopg.connect(libpq_dsn(url)) as conn:
         return {str(i): s for i, s in conn.execute(query)}  # type: ignore[arg-type]
 
 
@@ -454,7 +449,7 @@ def test_schema_is_valid_postgresql(postgres_url: str) -> None:
     assert status.exit_code == 0, status.output
     assert sorted(s["crm"] for s in json.loads(status.stdout)) == list(CRMS)
     with (
-        psycopg.connect(pg_dsn(postgres_url)) as conn,
+        psycopg.connect(libpq_dsn(postgres_url)) as conn,
         pytest.raises(psycopg.errors.CheckViolation),
     ):
         conn.execute(

@@ -22,6 +22,8 @@ from crmsync_core.testing import MovableClock, contact_rows
 from crmsync_core.web import sync_router
 from crmsync_n8n import FakeN8n, N8nSettings
 
+from ..conftest import libpq_dsn
+
 WEBHOOK = "https://n8n.example.com/webhook/scrapersky-contacts"
 CALLBACK = "http://app.test/api/v3/contacts/n8n/sync/confirm"
 SECRET = "callback-secret-value"
@@ -341,18 +343,16 @@ async def test_on_scrapersky_table_confirmation_needs_no_new_column(
     postgres_url: str, scrapersky_sql: str
 ) -> None:
     import psycopg
-    from sqlalchemy.engine import make_url
 
-    dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
     columns = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'contacts' ORDER BY 1"
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(postgres_url), autocommit=True) as conn:
         conn.execute(scrapersky_sql)
         before = conn.execute(columns).fetchall()
     store = await Store.connect(postgres_url, Layout.scrapersky())
     try:
         setup = Setup(store)
         ids = [uuid.uuid4() for _ in range(2)]
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(libpq_dsn(postgres_url), autocommit=True) as conn:
             for n, contact_id in enumerate(ids):
                 conn.execute(
                     "INSERT INTO contacts (id, email, name, domain_id, page_id, email_type, "
@@ -367,7 +367,7 @@ async def test_on_scrapersky_table_confirmation_needs_no_new_column(
         states = await store.states("n8n", ids)
         assert {s.sync_status for s in states.values()} == {SyncStatus.COMPLETE}
         assert {i for i, _ in setup.host.confirmed} == set(ids)
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(libpq_dsn(postgres_url), autocommit=True) as conn:
             assert conn.execute(columns).fetchall() == before
             # what awaited its callback is gone once confirmed
             assert conn.execute("SELECT count(*) FROM crmsync_confirmations").fetchone() == (0,)

@@ -22,6 +22,8 @@ from crmsync_core.errors import ConfigurationError
 from crmsync_core.layout import BUILTIN_CRMS
 from crmsync_core.testing import MovableClock, SandboxCrm, SandboxSettings, sandbox_adapter_spec
 
+from ..conftest import libpq_dsn
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scrapersky" / "app.py"
 
 #: columns of other workflows that crmsync must never write, with the values a test gives them
@@ -83,8 +85,7 @@ def driver(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def scrapersky_url(postgres_url: str, scrapersky_sql: str, driver: str) -> str:
     """A fresh database holding ScraperSky's table, as a URL for ``driver``."""
-    dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(postgres_url), autocommit=True) as conn:
         conn.execute(scrapersky_sql)
     url = make_url(postgres_url).set(drivername=f"postgresql+{driver}")
     return url.render_as_string(hide_password=False)

@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crmsync_core import Engine, Layout, Registry, Store, SyncStatus, hookimpl
@@ -20,16 +19,14 @@ from crmsync_core.store import FINGERPRINT_TABLE, scrapersky_migration_sql
 from crmsync_core.testing import SandboxCrm, SandboxSettings, sandbox_adapter_spec
 from crmsync_core.testing.sandbox import sandbox_payload
 
+from ..conftest import libpq_dsn
 from .conftest import Clock
 
 Insert = Callable[..., Any]
 
 
 def migrate(scrapersky_url: str) -> None:
-    dsn = (
-        make_url(scrapersky_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(scrapersky_url), autocommit=True) as conn:
         conn.execute(scrapersky_migration_sql())
 
 

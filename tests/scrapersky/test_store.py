@@ -18,6 +18,8 @@ from crmsync_core import ContactFilter, Engine, Layout, ProcessingStatus, Store,
 from crmsync_core.store import scrapersky_migration_sql
 from crmsync_core.testing import SandboxCrm
 
+from ..conftest import libpq_dsn
+
 pytestmark = pytest.mark.postgres
 
 Insert = Callable[..., Any]
@@ -243,10 +245,7 @@ async def test_the_migration_gives_each_crm_its_own_retry_state(
     insert: Insert,
     fetch: Fetch,
 ) -> None:
-    dsn = (
-        make_url(scrapersky_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(scrapersky_url), autocommit=True) as conn:
         conn.execute(scrapersky_migration_sql())
         conn.execute(scrapersky_migration_sql())  # idempotent
     store = await Store.connect(db, Layout.scrapersky(per_crm_retry=True))

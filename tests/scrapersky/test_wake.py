@@ -16,13 +16,14 @@ import httpx
 import psycopg
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from crmsync_core import Engine, Layout, Registry, Store, hookimpl
 from crmsync_core.engine import RunReport
 from crmsync_core.scheduler import _wakes, job_id, schedule_sync_jobs
 from crmsync_core.testing import SandboxCrm
+
+from ..conftest import libpq_dsn
 
 pytestmark = pytest.mark.postgres
 
@@ -142,8 +143,7 @@ async def test_scheduler_shutdown_stops_listening(started: AsyncIOScheduler, sto
 
 
 def _listening_connections(url: str) -> int:
-    dsn = make_url(url).set(drivername="postgresql")
-    with psycopg.connect(dsn.render_as_string(hide_password=False), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND application_name = 'crmsync-listener'"
